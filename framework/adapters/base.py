@@ -1,0 +1,124 @@
+"""The adapter-type contract: PEFT format in and out, and the type's merge algebra.
+
+One module per adapter type (``lora.py``, ``ia3.py``...) subclasses :class:`AdapterType` and registers an
+instance in ``ADAPTERS`` under its lowercase name. The type owns *how* adapters combine; strategies only say
+*what* to combine with which weights. That split is what makes merging structure-adaptive:
+
+=================  ==========================================  ========================================
+structure          ``merge([(a₁, w₁), ...])``                   ``transfer(task, src, tgt, t)``
+=================  ==========================================  ========================================
+``additive``       ``ΔW = Σ wᵢ·ΔWᵢ``                            ``ΔW_task + t·(ΔW_tgt − ΔW_src)``
+``multiplicative`` ``l = Π lᵢ^wᵢ`` (log space)                 ``l_task ⊙ f_t(l_tgt ⊘ l_src)``
+``stack_only``     refused (compose at inference instead)       refused
+=================  ==========================================  ========================================
+
+Binary forms follow from the n-ary one: ``combine(a, b)`` is ``a ⊕ b``, ``invert(a)`` is ``⊖a`` and
+``scale(a, t)`` is ``t·a``, each in the type's own algebra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from ..adapter_state import AdapterState
+from ..errors import ConfigError, IncompatibleAdaptersError
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftConfig
+
+__all__ = ["AdapterType", "Structure", "Term"]
+
+Structure = Literal["additive", "multiplicative", "stack_only"]
+Term = tuple[AdapterState, float]
+
+
+class AdapterType:
+    """Base class of adapter types. Subclasses set the class variables and implement the PEFT hooks; merging
+    types also implement :meth:`merge` (and, where the published method differs, :meth:`transfer`)."""
+
+    name: ClassVar[str]
+    """Registry name (``lora``, ``ia3``)."""
+    peft_type: ClassVar[str]
+    """PEFT's ``peft_type`` value this type reads and writes (``LORA``, ``IA3``)."""
+    structure: ClassVar[Structure]
+    """How adapters of this type combine (see module docstring)."""
+
+    # -- PEFT format -----------------------------------------------------------------------------------------
+    def from_peft(
+        self, config: dict[str, Any], weights: Mapping[str, torch.Tensor], *, source: str
+    ) -> AdapterState:
+        """Build a state from a PEFT config dict and its adapter-name-free state dict; ``source`` names the
+        file or model for error messages."""
+        raise NotImplementedError
+
+    def to_peft(self, state: AdapterState) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The PEFT config dict and state dict (keys as PEFT saves them) that represent ``state``."""
+        raise NotImplementedError
+
+    def peft_config(self, **options: Any) -> PeftConfig:
+        """A PEFT config object for training a new adapter of this type (options are PEFT's own)."""
+        raise NotImplementedError
+
+    # -- algebra ------------------------------------------------------------------------------------------------
+    def merge(self, terms: Sequence[Term], **options: Any) -> AdapterState:
+        """The weighted combination ``⊕ᵢ wᵢ·aᵢ`` in this type's algebra. The first term's non-merged parts
+        (saved modules, base model, config) are kept: by convention it is the task adapter."""
+        raise ConfigError(
+            f"adapter type {self.name!r} is stack-only: it has no merge algebra; use a stacking strategy "
+            "such as 'madx_stack'"
+        )
+
+    def transfer(
+        self, task: AdapterState, ref_source: AdapterState, ref_target: AdapterState, t: float, **options: Any
+    ) -> AdapterState:
+        """AdaMergeX: ``task ⊕ t·(ref_target ⊖ ref_source)``. Default: :meth:`merge` with weights (1, t, −t)."""
+        return self.merge([(task, 1.0), (ref_target, t), (ref_source, -t)], **options)
+
+    def arithmetic_merge(self, terms: Sequence[Term], **options: Any) -> AdapterState:
+        """Zhang et al. (2023) arithmetic on raw parameters, ignoring structure (the AriMerging baseline)."""
+        raise ConfigError(f"adapter type {self.name!r} defines no raw-parameter arithmetic")
+
+    def combine(self, a: AdapterState, b: AdapterState, **options: Any) -> AdapterState:
+        """``a ⊕ b``."""
+        return self.merge([(a, 1.0), (b, 1.0)], **options)
+
+    def invert(self, a: AdapterState, **options: Any) -> AdapterState:
+        """``⊖a``: the element that cancels ``a``."""
+        return self.merge([(a, -1.0)], **options)
+
+    def scale(self, a: AdapterState, t: float, **options: Any) -> AdapterState:
+        """``t·a``."""
+        return self.merge([(a, t)], **options)
+
+    # -- shared checks ------------------------------------------------------------------------------------------
+    def check_compatible(self, states: Mapping[str, AdapterState]) -> None:
+        """Raise :class:`IncompatibleAdaptersError` unless all states share type, base model and modules.
+
+        ``states`` maps a role or file name to a state; the names appear in the message.
+        """
+        items = list(states.items())
+        if not items:
+            raise ConfigError("at least one adapter is needed")
+        first_name, first = items[0]
+        for name, s in items[1:]:
+            if s.kind != first.kind:
+                raise IncompatibleAdaptersError(
+                    f"adapters must have one type; {first_name} is {first.kind!r}, {name} is {s.kind!r}"
+                )
+            if s.base_model != first.base_model:
+                raise IncompatibleAdaptersError(
+                    f"adapters must share a base model; {first_name} was trained on {first.base_model!r}, "
+                    f"{name} on {s.base_model!r}"
+                )
+            if set(s.params) != set(first.params):
+                only_first = sorted(set(first.params) - set(s.params))[:3]
+                only_other = sorted(set(s.params) - set(first.params))[:3]
+                raise IncompatibleAdaptersError(
+                    f"adapters must adapt the same modules; only in {first_name}: {only_first}, "
+                    f"only in {name}: {only_other}"
+                )
+        for s_name, s in items:
+            if s.kind != self.name:
+                raise IncompatibleAdaptersError(f"{s_name} is a {s.kind!r} adapter, not {self.name!r}")

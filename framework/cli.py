@@ -1,0 +1,56 @@
+"""``adamergex`` command-line entry point: dispatches to subcommand functions that live beside their code.
+
+Each subcommand is ``module:function`` taking ``argv`` (the arguments after the subcommand name) and returning an
+exit status. Modules are imported only when their command runs, so ``adamergex --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from .errors import FrameworkError
+
+__all__ = ["COMMANDS", "main"]
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("adamergex.demo", "run the whole AdaMergeX pipeline on the embedded synthetic world"),
+    "evaluate": ("adamergex.evaluation", "score an adapter (or merge output) per language on a task"),
+    "merge": ("adamergex.merging", "merge adapters with a registered strategy into a PEFT adapter directory"),
+    "strategies": ("adamergex.merging", "list registered strategies with roles, parameters and papers"),
+    "train": ("adamergex.training", "train a PEFT adapter on a task and language with Lightning"),
+    "tune": ("adamergex.tuning", "tune a strategy's merge parameters with Optuna on a validation split"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: adamergex COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<11} {help_}" for name, (_, help_) in sorted(COMMANDS.items())]
+    lines += ["", "Run `adamergex COMMAND --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command named by ``argv[0]``; framework errors print one line and exit with status 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"adamergex: unknown command {name!r}; available: {', '.join(sorted(COMMANDS))}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    fn = getattr(module, f"cli_{name}")
+    try:
+        return int(fn(rest) or 0)
+    except FrameworkError as exc:
+        if os.environ.get("ADAMERGEX_DEBUG"):
+            raise
+        print(f"adamergex {name}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,279 @@
+"""The strategy contract: roles in, one merged ``AdapterState`` (or a stacking ``Composition``) out.
+
+A strategy is a function ``fn(adapters, cfg)`` registered in ``STRATEGIES`` with :func:`register_strategy`. It
+declares
+
+* ``roles``: the adapter roles it needs (``task``: task adapter trained in the source language; ``ref_source`` /
+  ``ref_target``: reference-task adapters in the source and target language), and ``optional_roles``;
+* ``config``: a frozen dataclass subclassing :class:`StrategyConfig` whose fields are its hyperparameters. Each
+  field is declared with :func:`param`, which records type, default, range and help text. Ranges are checked in
+  ``__post_init__`` and :meth:`StrategyConfig.suggest` turns them into an Optuna search space, so the tuner keeps
+  no parameter list of its own;
+* ``paper``: a link, and ``output``: ``"merge"`` (returns an ``AdapterState``) or ``"stack"`` (returns a
+  :class:`Composition` that the loader applies to a model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from .adapter_state import AdapterState
+from .errors import ConfigError
+from .registry import STRATEGIES
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "ROLES",
+    "Composition",
+    "Strategy",
+    "StrategyConfig",
+    "param",
+    "register_strategy",
+]
+
+ROLES: dict[str, str] = {
+    "task": "task adapter trained on the task in the source language",
+    "ref_source": "reference-task adapter trained in the source language",
+    "ref_target": "reference-task adapter trained in the target language",
+}
+
+
+def param(
+    default: Any,
+    *,
+    help: str,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    log: bool = False,
+    tune: bool = True,
+    tune_low: float | None = None,
+    tune_high: float | None = None,
+) -> Any:
+    """Declare a strategy hyperparameter as a dataclass field.
+
+    Args:
+        default: Default value (also fixes the type for CLI parsing).
+        help: One-line description shown by ``adamergex strategies`` and ``--help``.
+        low, high: Inclusive valid range for numbers (``None``: unbounded on that side).
+        choices: Allowed values for categorical parameters.
+        log: Search the range on a log scale when tuning.
+        tune: Whether the tuner searches this parameter.
+        tune_low, tune_high: Narrower search range for tuning, when the valid range is unbounded or too wide.
+    """
+    meta = {
+        "help": help, "low": low, "high": high, "choices": choices, "log": log, "tune": tune,
+        "tune_low": tune_low, "tune_high": tune_high,
+    }
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Base of strategy configs: validates declared ranges and owns the Optuna search space."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if meta.get("choices") is not None:
+                if value not in meta["choices"]:
+                    raise ConfigError(
+                        f"{type(self).__name__}.{f.name} must be one of {list(meta['choices'])}, got {value!r}"
+                    )
+                continue
+            if isinstance(f.default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{type(self).__name__}.{f.name} must be true or false, got {value!r}")
+                continue
+            if isinstance(f.default, (int, float)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"{type(self).__name__}.{f.name} must be a number, got {value!r}")
+                if not math.isfinite(value):
+                    raise ConfigError(f"{type(self).__name__}.{f.name} must be finite, got {value!r}")
+                low, high = meta.get("low"), meta.get("high")
+                if (low is not None and value < low) or (high is not None and value > high):
+                    lo = "-inf" if low is None else low
+                    hi = "inf" if high is None else high
+                    raise ConfigError(f"{type(self).__name__}.{f.name} must be in [{lo}, {hi}], got {value!r}")
+
+    @classmethod
+    def parameters(cls) -> list[dict[str, Any]]:
+        """Declared hyperparameters: name, type, default, range/choices and help (JSON-able)."""
+        out = []
+        for f in dataclasses.fields(cls):
+            meta = dict(f.metadata)
+            out.append({
+                "name": f.name,
+                "type": type(f.default).__name__,
+                "default": f.default,
+                "low": meta.get("low"),
+                "high": meta.get("high"),
+                "choices": list(meta["choices"]) if meta.get("choices") else None,
+                "help": meta.get("help", ""),
+                "tune": meta.get("tune", True),
+            })
+        return out
+
+    @classmethod
+    def from_params(cls: type[C], params: Mapping[str, Any], *, strategy: str = "") -> C:
+        """Build from ``{name: value}``; values given as strings (CLI ``--param t=0.5``) are parsed by the
+        field's type. Unknown names list the known ones."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, value in params.items():
+            if name not in fields:
+                known = ", ".join(sorted(fields)) or "(none)"
+                raise ConfigError(f"strategy {strategy!r} has no parameter {name!r}; available: {known}")
+            kwargs[name] = _parse(value, fields[name].default, f"{strategy}.{name}")
+        return cls(**kwargs)
+
+    @classmethod
+    def suggest(cls: type[C], trial: optuna.Trial, *, prefix: str = "") -> C:
+        """Sample a config from ``trial`` over the declared ranges (parameters with ``tune=False`` keep their
+        default). ``prefix`` namespaces the Optuna parameter names (e.g. per adapter type)."""
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if not meta.get("tune", True):
+                continue
+            name = prefix + f.name
+            if meta.get("choices") is not None:
+                kwargs[f.name] = trial.suggest_categorical(name, list(meta["choices"]))
+            elif isinstance(f.default, bool):
+                kwargs[f.name] = trial.suggest_categorical(name, [False, True])
+            elif isinstance(f.default, (int, float)):
+                low = meta.get("tune_low", meta.get("low"))
+                high = meta.get("tune_high", meta.get("high"))
+                low = meta.get("low") if low is None else low
+                high = meta.get("high") if high is None else high
+                if low is None or high is None:
+                    raise ConfigError(f"{cls.__name__}.{f.name} needs a bounded range (or tune_low/tune_high) to tune")
+                if isinstance(f.default, int):
+                    kwargs[f.name] = trial.suggest_int(name, int(low), int(high), log=meta.get("log", False))
+                else:
+                    kwargs[f.name] = trial.suggest_float(name, float(low), float(high), log=meta.get("log", False))
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameter values (JSON-able)."""
+        return dataclasses.asdict(self)
+
+
+C = TypeVar("C", bound=StrategyConfig)
+
+
+def _parse(value: Any, default: Any, where: str) -> Any:
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    text = value.strip()
+    try:
+        if isinstance(default, bool):
+            low = text.lower()
+            if low in ("true", "1", "yes"):
+                return True
+            if low in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{where} must be a {type(default).__name__}, got {value!r}") from None
+    return value
+
+
+@dataclass(frozen=True)
+class Composition:
+    """The result of a stacking strategy: adapters active together at inference (no weight merge).
+
+    ``adapters`` maps an adapter name to its state; all are activated together on the same base model, in the
+    listed order. ``head_from`` names the adapter whose saved modules (heads) the model uses.
+    """
+
+    strategy: str
+    adapters: dict[str, AdapterState]
+    head_from: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_model(self) -> str:
+        """Base model shared by every adapter of the composition."""
+        return self.adapters[self.head_from].base_model
+
+
+StrategyFn = Callable[[Mapping[str, AdapterState], Any], "AdapterState | Composition"]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A registered strategy: its function and declarations (see module docstring)."""
+
+    name: str
+    fn: StrategyFn
+    config: type[StrategyConfig]
+    roles: tuple[str, ...]
+    optional_roles: tuple[str, ...] = ()
+    paper: str = ""
+    output: Literal["merge", "stack"] = "merge"
+    summary: str = ""
+
+    ROLE_NAMES: ClassVar[dict[str, str]] = ROLES
+
+    def make_config(self, params: Mapping[str, Any] | StrategyConfig | None = None) -> StrategyConfig:
+        """Validated config from a mapping (strings allowed) or an existing config."""
+        if isinstance(params, StrategyConfig):
+            if not isinstance(params, self.config):
+                raise ConfigError(f"strategy {self.name!r} takes a {self.config.__name__}, got {type(params).__name__}")
+            return params
+        return self.config.from_params(params or {}, strategy=self.name)
+
+    def __call__(
+        self, adapters: Mapping[str, AdapterState], params: Mapping[str, Any] | StrategyConfig | None = None
+    ) -> AdapterState | Composition:
+        """Check roles and inputs, then run the strategy."""
+        cfg = self.make_config(params)
+        missing = [r for r in self.roles if r not in adapters]
+        extra = [r for r in adapters if r not in self.roles and r not in self.optional_roles]
+        if missing or extra:
+            wanted = list(self.roles) + [f"[{r}]" for r in self.optional_roles]
+            raise ConfigError(
+                f"strategy {self.name!r} takes roles {wanted}; missing {missing}, unexpected {extra}"
+            )
+        for role, state in adapters.items():
+            state.check_finite(where=f"{role} adapter")
+        return self.fn(adapters, cfg)
+
+
+def register_strategy(
+    name: str,
+    *,
+    config: type[StrategyConfig],
+    roles: tuple[str, ...],
+    optional_roles: tuple[str, ...] = (),
+    paper: str = "",
+    output: Literal["merge", "stack"] = "merge",
+) -> Callable[[StrategyFn], StrategyFn]:
+    """Register the decorated function in ``STRATEGIES`` under ``name`` with its declarations.
+
+    The first paragraph of the function's docstring becomes the strategy's summary.
+    """
+    for role in (*roles, *optional_roles):
+        if role not in ROLES:
+            raise ConfigError(f"strategy {name!r} declares unknown role {role!r}; known roles: {sorted(ROLES)}")
+
+    def deco(fn: StrategyFn) -> StrategyFn:
+        doc = inspect.getdoc(fn) or ""
+        summary = " ".join(doc.split("\n\n", 1)[0].split())
+        STRATEGIES.add(name, Strategy(name, fn, config, roles, optional_roles, paper, output, summary))
+        return fn
+
+    return deco

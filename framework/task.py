@@ -1,0 +1,195 @@
+"""The task contract: how a dataset becomes model input, and how predictions are scored.
+
+A task is a frozen dataclass registered in ``TASKS`` under a lowercase name (one module per task in
+``adamergex.tasks``). It knows its Hugging Face dataset (id and pinned revision), the languages it has data for,
+how each canonical split (``train``/``validation``/``test``) maps onto that dataset, how one raw example becomes
+an :class:`Example`, and which torchmetrics metric scores it. Every task also loads *local files in the same
+schema* (``data_files``), which is how tests and air-gapped machines run it.
+
+Kinds and what the harness does with them:
+
+* ``classification`` / ``multiple_choice``: decoders score each of ``Example.choices`` by log-likelihood of the
+  continuation after ``Example.prompt``; encoders with a classification head predict ``Example.label`` from
+  ``(Example.text, Example.text_pair)``. Gold is ``Example.label``.
+* ``generation``: decoders generate greedily after the prompt; :meth:`Task.extract_answer` reads **only the
+  generated continuation** and the metric compares it with ``Example.references``.
+* ``language_modeling``: reference tasks; ``Example.prompt`` holds raw text and training packs it into chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from .errors import ConfigError, UnknownNameError
+
+if TYPE_CHECKING:
+    import datasets
+    import torchmetrics
+
+__all__ = ["SPLITS", "DataFiles", "Example", "Task", "TaskKind", "get_task", "load_local"]
+
+TaskKind = Literal["classification", "multiple_choice", "generation", "language_modeling"]
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+# Local data: one path, or paths per canonical split ({"train": "en_train.jsonl", "test": [...]})
+DataFiles = str | Mapping[str, str | Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example made model-ready. Which fields are set depends on the task kind (see module docstring)."""
+
+    prompt: str
+    """Decoder input before the answer; for ``language_modeling`` the raw text itself."""
+    target: str = ""
+    """Gold continuation for decoders (the verbalised label, the answer, the summary)."""
+    choices: tuple[str, ...] = ()
+    """Candidate continuations, scored by log-likelihood (classification, multiple choice)."""
+    label: int | None = None
+    """Index of the gold choice / class id."""
+    references: tuple[str, ...] = ()
+    """Acceptable answers for generation metrics (several for extractive QA)."""
+    text: str | None = None
+    """First input segment for encoder classifiers."""
+    text_pair: str | None = None
+    """Second input segment for encoder classifiers (premise/hypothesis, sentence pairs)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """Base class of every task. Subclasses are frozen dataclasses that set the class variables and override
+    :meth:`load_hub`, :meth:`format` and :meth:`metric` (and :meth:`extract_answer` for generation)."""
+
+    name: ClassVar[str]
+    kind: ClassVar[TaskKind]
+    required_columns: ClassVar[tuple[str, ...]] = ()
+    """Columns every raw example must have (checked on load, for Hub and local data alike)."""
+
+    dataset_id: str = ""
+    """Hugging Face dataset id of the evaluation data."""
+    revision: str | None = None
+    """Pinned dataset revision (commit sha or tag) for reproducibility."""
+    languages: tuple[str, ...] = ()
+    """Languages with data (source language included)."""
+    source_language: str = "en"
+    """Language the task adapter is trained in."""
+    num_labels: int = 0
+    """Number of classes for encoder classification heads (0 when not a classification task)."""
+    max_new_tokens: int = 64
+    """Generation budget for ``generation`` tasks."""
+
+    # -- contract ----------------------------------------------------------------------------------------------
+    def load_hub(self, language: str, split: str) -> datasets.Dataset:
+        """Load ``split`` of ``language`` from the Hugging Face Hub (the real, networked path)."""
+        raise NotImplementedError
+
+    def format(self, example: Mapping[str, Any]) -> Example:
+        """Turn one raw example (in the dataset's own schema) into an :class:`Example`."""
+        raise NotImplementedError
+
+    def metric(self) -> torchmetrics.Metric:
+        """A fresh torchmetrics metric for this task (updated with predictions and references)."""
+        raise NotImplementedError
+
+    def extract_answer(self, continuation: str) -> str:
+        """The answer contained in a generated continuation (never the prompt). Default: first line, stripped."""
+        return continuation.strip().split("\n", 1)[0].strip()
+
+    # -- shared behaviour -----------------------------------------------------------------------------------
+    def check_language(self, language: str) -> None:
+        """Raise :class:`UnknownNameError` unless the task has data for ``language``."""
+        if language not in self.languages:
+            raise UnknownNameError(
+                f"task {self.name!r} has no language {language!r}; available: {', '.join(self.languages)}"
+            )
+
+    @staticmethod
+    def check_split(split: str) -> None:
+        """Raise :class:`UnknownNameError` unless ``split`` is one of :data:`SPLITS`."""
+        if split not in SPLITS:
+            raise UnknownNameError(f"unknown split {split!r}; available: {', '.join(SPLITS)}")
+
+    def load(
+        self,
+        language: str,
+        split: str,
+        *,
+        data_files: DataFiles | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+    ) -> datasets.Dataset:
+        """Raw examples of ``language``/``split``, from local ``data_files`` if given, else from the Hub.
+
+        ``limit`` keeps a seeded random subset of that many examples (all of them when the split is smaller).
+        Raises :class:`UnknownNameError` for an unknown language or split, :class:`ConfigError` for a file
+        lacking a required column (the column and the file are named).
+        """
+        self.check_language(language)
+        self.check_split(split)
+        if data_files is not None:
+            ds = load_local(data_files, split, source=f"task {self.name!r} ({language}/{split})")
+        else:
+            ds = self.load_hub(language, split)
+        missing = [c for c in self.required_columns if c not in ds.column_names]
+        if missing:
+            where = data_files if data_files is not None else f"{self.dataset_id} ({language}/{split})"
+            raise ConfigError(
+                f"task {self.name!r} needs columns {list(self.required_columns)}; {where} lacks {missing} "
+                f"(has {ds.column_names})"
+            )
+        if limit is not None:
+            if limit <= 0:
+                raise ConfigError(f"limit must be a positive number of examples, got {limit}")
+            if limit < len(ds):
+                ds = ds.shuffle(seed=seed).select(range(limit))
+        return ds
+
+
+def load_local(data_files: DataFiles, split: str, *, source: str) -> datasets.Dataset:
+    """Load local JSON Lines / JSON / CSV / Parquet / text files through ``datasets``.
+
+    ``data_files`` is one path (used for any split) or a mapping from canonical split to path(s). The file
+    format is inferred from the extension of the first file.
+    """
+    import os
+
+    import datasets
+
+    if isinstance(data_files, str):
+        files: str | Sequence[str] = data_files
+    else:
+        if split not in data_files:
+            raise ConfigError(f"{source}: data_files has no {split!r} split; it has {sorted(data_files)}")
+        files = data_files[split]
+    paths = [files] if isinstance(files, str) else list(files)
+    for p in paths:
+        if not os.path.exists(p):
+            raise ConfigError(f"{source}: data file {p!r} does not exist")
+    ext = os.path.splitext(paths[0])[1].lower().lstrip(".")
+    builder = {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "parquet": "parquet", "txt": "text"}
+    if ext not in builder:
+        raise ConfigError(f"{source}: data file {paths[0]!r} has extension {ext!r}; use one of {sorted(builder)}")
+    kwargs: dict[str, Any] = {"delimiter": "\t"} if ext == "tsv" else {}
+    try:
+        return datasets.load_dataset(builder[ext], data_files={"data": paths}, split="data", **kwargs)
+    except Exception as exc:  # datasets raises many types for unreadable files; name the file
+        raise ConfigError(f"{source}: could not read {paths}: {exc}") from exc
+
+
+def get_task(name: str, **overrides: Any) -> Task:
+    """Instantiate the task registered as ``name`` (a ``Task`` subclass) with field ``overrides``.
+
+    Raises :class:`UnknownNameError` listing the registered tasks, :class:`ConfigError` for an unknown field.
+    """
+    import dataclasses
+
+    from .registry import TASKS
+
+    cls = TASKS.get(name)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConfigError(f"task {name!r} has no option(s) {unknown}; available: {sorted(fields)}")
+    task: Task = cls(**overrides)
+    return task
