@@ -15,7 +15,7 @@ from .errors import FrameworkError
 __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("adamergex.demo", "run the whole AdaMergeX pipeline on the embedded synthetic world"),
+    "demo": ("adamergex.tasks.world.demo", "run the whole AdaMergeX pipeline on the embedded synthetic world"),
     "evaluate": ("adamergex.evaluation", "score an adapter (or merge output) per language on a task"),
     "merge": ("adamergex.merging", "merge adapters with a registered strategy into a PEFT adapter directory"),
     "strategies": ("adamergex.merging", "list registered strategies with roles, parameters and papers"),
