@@ -1,0 +1,64 @@
+"""Steps shared by the merging adapter types: collecting like terms and keeping the task's saved modules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..adapter_state import AdapterState
+from ..errors import ConfigError
+
+__all__ = ["collect_terms", "same_params", "with_task_parts"]
+
+
+def same_params(a: AdapterState, b: AdapterState) -> bool:
+    """True when two states hold bitwise-identical adapter tensors and scalings (metadata ignored)."""
+    if a is b:
+        return True
+    if a.scaling != b.scaling or a.params.keys() != b.params.keys():
+        return False
+    for module, group in a.params.items():
+        other = b.params[module]
+        if group.keys() != other.keys():
+            return False
+        for name, t in group.items():
+            o = other[name]
+            if t.shape != o.shape or t.dtype != o.dtype or not torch.equal(t, o):
+                return False
+    return True
+
+
+def collect_terms(terms: Sequence[tuple[AdapterState, float]]) -> list[tuple[AdapterState, float]]:
+    """Collect like terms of a weighted sum and drop zero weights: ``x·w₁ + x·w₂ = x·(w₁ + w₂)``.
+
+    Identical inputs (same tensors) are one parameter vector, so their weights add before any type-specific
+    rule applies. This is what makes ``t = 0`` and identical reference adapters return the task adapter
+    *exactly* rather than up to rounding.
+    """
+    if not terms:
+        raise ConfigError("a merge needs at least one (adapter, weight) term")
+    out: list[tuple[AdapterState, float]] = []
+    for state, weight in terms:
+        for i, (seen, w) in enumerate(out):
+            if same_params(seen, state):
+                out[i] = (seen, w + float(weight))
+                break
+        else:
+            out.append((state, float(weight)))
+    return [(s, w) for s, w in out if w != 0.0]
+
+
+def with_task_parts(result: AdapterState, task: AdapterState, provenance: dict[str, object]) -> AdapterState:
+    """``result`` carrying the task adapter's base model, saved modules (heads) and metadata.
+
+    Modules saved whole (PEFT ``modules_to_save``) are never merged: the task adapter's are kept and the
+    others' dropped, and the provenance records it.
+    """
+    config = dict(result.config)
+    config["modules_to_save"] = task.config.get("modules_to_save")
+    metadata = {k: v for k, v in task.metadata.items() if k not in ("source", "merge")}
+    metadata["merge"] = provenance
+    return result.replace(
+        base_model=task.base_model, saved_modules=dict(task.saved_modules), config=config, metadata=metadata
+    )

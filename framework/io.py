@@ -1,0 +1,205 @@
+"""Adapters in and out in PEFT's own format, written atomically.
+
+An adapter directory is what ``PeftModel.save_pretrained`` writes and ``PeftModel.from_pretrained`` loads:
+``adapter_config.json`` + ``adapter_model.safetensors``. adamergex adds ``adamergex.json`` beside them (language,
+task, training or merge provenance; PEFT ignores it) and copies the same record into the safetensors header
+metadata under the key ``adamergex``. Only safetensors are read: a directory holding only a pickle
+(``adapter_model.bin``) is refused, never unpickled.
+
+Writes go to a temporary sibling directory that is renamed into place, so a crash never leaves a half-written
+adapter, and an existing non-empty output is refused unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .adapter_state import AdapterState
+from .errors import AdapterFormatError, OutputExistsError, UnknownNameError
+from .registry import ADAPTERS
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+
+    from .adapters.base import AdapterType
+
+__all__ = [
+    "CONFIG_NAME",
+    "META_NAME",
+    "WEIGHTS_NAME",
+    "adapter_type_for",
+    "atomic_directory",
+    "load_adapter",
+    "read_json",
+    "save_adapter",
+    "state_from_peft_model",
+    "write_json_atomic",
+]
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+META_NAME = "adamergex.json"
+
+
+def adapter_type_for(peft_type: str, *, source: str) -> AdapterType:
+    """The registered adapter type whose ``peft_type`` is ``peft_type`` (e.g. ``LORA`` → ``lora``)."""
+    for _, typ in ADAPTERS.items():
+        if typ.peft_type == str(peft_type).upper():
+            return typ  # type: ignore[no-any-return]
+    known = ", ".join(f"{t.peft_type} ({n})" for n, t in ADAPTERS.items())
+    raise UnknownNameError(f"{source}: unsupported PEFT adapter type {peft_type!r}; supported: {known}")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Parse a JSON object file, naming the file on any failure."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AdapterFormatError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AdapterFormatError(f"{path} must be a readable JSON file, got: {exc}") from None
+    if not isinstance(data, dict):
+        raise AdapterFormatError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_adapter(source: str | os.PathLike[str] | PeftModel, *, adapter_name: str = "default") -> AdapterState:
+    """Load one adapter from a PEFT adapter directory or a live ``PeftModel``.
+
+    Raises:
+        AdapterFormatError: the directory is missing, lacks ``adapter_config.json`` or
+            ``adapter_model.safetensors`` (a pickle-only directory is refused), or a file is corrupt.
+        UnknownNameError: the PEFT type has no registered adapter type.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return state_from_peft_model(source, adapter_name=adapter_name)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(source)
+    if not path.is_dir():
+        raise AdapterFormatError(f"adapter directory {path} does not exist")
+    config = read_json(path / CONFIG_NAME)
+    weights_path = path / WEIGHTS_NAME
+    if not weights_path.is_file():
+        if (path / "adapter_model.bin").exists():
+            raise AdapterFormatError(
+                f"{path} holds only adapter_model.bin (a pickle); adamergex reads safetensors only. Convert it "
+                "where you trust it: load with PeftModel.from_pretrained and save_pretrained(safe_serialization=True)"
+            )
+        raise AdapterFormatError(f"{weights_path} is missing")
+    try:
+        weights = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AdapterFormatError(f"{weights_path} is not a valid safetensors file: {exc}") from None
+    if "peft_type" not in config:
+        raise AdapterFormatError(f"{path / CONFIG_NAME} has no 'peft_type'; is this a PEFT adapter directory?")
+    typ = adapter_type_for(config["peft_type"], source=str(path))
+    state = typ.from_peft(config, weights, source=str(path))
+    meta_path = path / META_NAME
+    if meta_path.exists():
+        state.metadata.update(read_json(meta_path))
+    state.metadata.setdefault("source", str(path))
+    return state
+
+
+def state_from_peft_model(
+    model: PeftModel, *, adapter_name: str = "default", metadata: Mapping[str, Any] | None = None
+) -> AdapterState:
+    """The state of adapter ``adapter_name`` of a live ``PeftModel`` (tensors copied to CPU, detached)."""
+    from peft import get_peft_model_state_dict
+
+    if adapter_name not in model.peft_config:
+        raise UnknownNameError(
+            f"the PeftModel has no adapter {adapter_name!r}; available: {', '.join(sorted(model.peft_config))}"
+        )
+    cfg = model.peft_config[adapter_name]
+    config = cfg.to_dict()
+    config["peft_type"] = str(getattr(cfg.peft_type, "value", cfg.peft_type))
+    if config.get("task_type") is not None:
+        config["task_type"] = str(getattr(cfg.task_type, "value", cfg.task_type))
+    for key, value in list(config.items()):
+        if isinstance(value, set):
+            config[key] = sorted(value)
+    weights = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    weights = {k: v.detach().to("cpu").clone() for k, v in weights.items()}
+    typ = adapter_type_for(config["peft_type"], source=f"PeftModel adapter {adapter_name!r}")
+    state = typ.from_peft(config, weights, source=f"PeftModel adapter {adapter_name!r}")
+    if not state.base_model:  # PEFT reads name_or_path from the instance dict, which transformers 5 leaves empty
+        from .loading import base_model_name
+
+        state = state.replace(base_model=base_model_name(model.get_base_model()))
+    state.metadata.update(dict(metadata or {}))
+    return state
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside ``target`` that replaces it only when the block succeeds.
+
+    Raises :class:`OutputExistsError` up front if ``target`` exists and is not empty, unless ``overwrite``.
+    """
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
+        raise OutputExistsError(f"output {target} already exists and is not empty; pass overwrite (--overwrite) to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_adapter(state: AdapterState, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write ``state`` as a PEFT adapter directory that ``PeftModel.from_pretrained`` loads.
+
+    ``state.metadata`` (language, task, provenance) goes to ``adamergex.json`` and the safetensors header.
+    Raises :class:`OutputExistsError` if ``directory`` holds files and ``overwrite`` is false.
+    """
+    from safetensors.torch import save_file
+
+    typ: AdapterType = ADAPTERS.get(state.kind)
+    config, weights = typ.to_peft(state)
+    config = dict(config)
+    config["base_model_name_or_path"] = state.base_model or None
+    meta = json.loads(json.dumps(state.metadata, default=str))
+    with atomic_directory(directory, overwrite=overwrite) as tmp:
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "adamergex": json.dumps(meta)})
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return Path(directory)
+
+

@@ -1,0 +1,134 @@
+"""Put adapter states and compositions onto live models, placing heads explicitly.
+
+:func:`attach` is the one way the framework turns an :class:`AdapterState` (trained, loaded or merged) or a
+:class:`~adamergex.strategy.Composition` (stacking strategies) into a runnable ``PeftModel``. It
+
+* refuses an adapter trained on another base model than the one given (both names in the message), unless
+  ``check_base_model=False``;
+* builds the PEFT model from the state's own config and loads every tensor, failing on any missing or
+  unexpected key, so a head (PEFT ``modules_to_save``) is never silently left at the base model's random
+  initialisation;
+* for a composition, loads every adapter under its own name and activates them together; only the adapter named
+  by ``head_from`` keeps its saved modules.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .adapter_state import AdapterState
+from .errors import AdapterFormatError, IncompatibleAdaptersError
+from .registry import ADAPTERS
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+    from .strategy import Composition
+
+__all__ = ["attach", "base_model_name", "check_base_model"]
+
+
+def base_model_name(model: Any) -> str:
+    """The ``name_or_path`` a transformers model was loaded from (``""`` if unknown)."""
+    cfg = getattr(model, "config", None)
+    return str(getattr(cfg, "_name_or_path", "") or getattr(model, "name_or_path", "") or "")
+
+
+def check_base_model(model: Any, state: AdapterState, *, what: str = "adapter") -> None:
+    """Raise :class:`IncompatibleAdaptersError` if ``state`` names another base model than ``model``."""
+    name = base_model_name(model)
+    if state.base_model and name and state.base_model != name:
+        raise IncompatibleAdaptersError(
+            f"{what} was trained on base model {state.base_model!r} but the model given is {name!r}; "
+            "load the matching base model (or pass check_base_model=False if they are the same weights)"
+        )
+
+
+_check_base = check_base_model  # ``attach`` has a parameter of the same name
+
+
+def _peft_config(state: AdapterState, *, keep_heads: bool) -> Any:
+    from peft import get_peft_config
+
+    typ = ADAPTERS.get(state.kind)
+    config, _ = typ.to_peft(state)
+    config = dict(config)
+    config["inference_mode"] = True
+    config["base_model_name_or_path"] = state.base_model or None
+    if not keep_heads:
+        config["modules_to_save"] = None
+    config.pop("peft_version", None)
+    return get_peft_config(config)
+
+
+def _load_weights(model: PeftModel, state: AdapterState, adapter_name: str, *, keep_heads: bool) -> None:
+    from peft import set_peft_model_state_dict
+
+    typ = ADAPTERS.get(state.kind)
+    _, weights = typ.to_peft(state)
+    if not keep_heads:
+        weights = {k: v for k, v in weights.items() if k not in state.saved_modules}
+    result = set_peft_model_state_dict(model, weights, adapter_name=adapter_name)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise AdapterFormatError(
+            f"adapter {adapter_name!r} holds tensors the model has no place for: {unexpected[:5]}"
+            f"{' ...' if len(unexpected) > 5 else ''} (is it for another architecture?)"
+        )
+    missing = [k for k in getattr(result, "missing_keys", []) or [] if adapter_name in k]
+    if missing:
+        raise AdapterFormatError(f"adapter {adapter_name!r} lacks tensors the model expects: {missing[:5]}")
+
+
+def attach(
+    model: PreTrainedModel,
+    adapter: AdapterState | Composition,
+    *,
+    adapter_name: str = "default",
+    check_base_model: bool = True,
+) -> PeftModel:
+    """Wrap ``model`` in a ``PeftModel`` carrying ``adapter`` (a state or a composition), in eval mode.
+
+    Raises:
+        IncompatibleAdaptersError: the adapter was trained on another base model.
+        AdapterFormatError: tensors do not fit the model (missing or unexpected keys).
+    """
+    from peft import PeftModel
+
+    from .strategy import Composition
+
+    if isinstance(adapter, Composition):
+        names = list(adapter.adapters)
+        first = names[0]
+        for name in names:
+            if check_base_model:
+                _check_base(model, adapter.adapters[name], what=f"composition adapter {name!r}")
+        head = adapter.head_from
+        peft_model = PeftModel(model, _peft_config(adapter.adapters[first], keep_heads=first == head), first)
+        _load_weights(peft_model, adapter.adapters[first], first, keep_heads=first == head)
+        for name in names[1:]:
+            keep = name == head
+            peft_model.add_adapter(name, _peft_config(adapter.adapters[name], keep_heads=keep))
+            _load_weights(peft_model, adapter.adapters[name], name, keep_heads=keep)
+        # Activate all adapters together (MAD-X style stacking); PEFT sums (LoRA) or multiplies ((IA)³) them.
+        peft_model.base_model.set_adapter(names)
+        _activate_heads(peft_model, head)
+        peft_model.eval()
+        return peft_model
+
+    if check_base_model:
+        _check_base(model, adapter, what="adapter")
+    peft_model = PeftModel(model, _peft_config(adapter, keep_heads=True), adapter_name)
+    _load_weights(peft_model, adapter, adapter_name, keep_heads=True)
+    peft_model.eval()
+    return peft_model
+
+
+def _activate_heads(peft_model: PeftModel, head: str) -> None:
+    """Make every ``modules_to_save`` wrapper use the ``head`` adapter's copy (PEFT can activate one only)."""
+    from peft.utils.other import ModulesToSaveWrapper
+
+    for module in peft_model.modules():
+        if isinstance(module, ModulesToSaveWrapper) and head in module.modules_to_save:
+            module.set_adapter(head)
