@@ -225,6 +225,8 @@ class Strategy:
     paper: str = ""
     output: Literal["merge", "stack"] = "merge"
     summary: str = ""
+    identity: Mapping[str, Any] | None = None
+    """Parameters at which the strategy returns the task adapter exactly (``t = 0``...); ``None`` if none do."""
 
     ROLE_NAMES: ClassVar[dict[str, str]] = ROLES
 
@@ -261,10 +263,12 @@ def register_strategy(
     optional_roles: tuple[str, ...] = (),
     paper: str = "",
     output: Literal["merge", "stack"] = "merge",
+    identity: Mapping[str, Any] | None = None,
 ) -> Callable[[StrategyFn], StrategyFn]:
     """Register the decorated function in ``STRATEGIES`` under ``name`` with its declarations.
 
-    The first paragraph of the function's docstring becomes the strategy's summary.
+    The first paragraph of the function's docstring becomes the strategy's summary. ``identity`` names the
+    parameters at which the strategy must return the task adapter unchanged; the contract tests check it.
     """
     for role in (*roles, *optional_roles):
         if role not in ROLES:
@@ -273,7 +277,9 @@ def register_strategy(
     def deco(fn: StrategyFn) -> StrategyFn:
         doc = inspect.getdoc(fn) or ""
         summary = " ".join(doc.split("\n\n", 1)[0].split())
-        STRATEGIES.add(name, Strategy(name, fn, config, roles, optional_roles, paper, output, summary))
+        STRATEGIES.add(
+            name, Strategy(name, fn, config, roles, optional_roles, paper, output, summary, identity)
+        )
         return fn
 
     return deco
