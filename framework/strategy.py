@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from .adapter_state import AdapterState
-from .errors import ConfigError
+from .errors import ConfigError, IncompatibleAdaptersError
 from .registry import STRATEGIES
 
 if TYPE_CHECKING:
@@ -252,6 +252,15 @@ class Strategy:
             )
         for role, state in adapters.items():
             state.check_finite(where=f"{role} adapter")
+        # Every adapter given must fit one base model, including roles a strategy ignores (source_only...):
+        # a mismatch there means the user mixed up experiments.
+        first_role, first = next(iter(adapters.items()))
+        for role, state in adapters.items():
+            if state.base_model != first.base_model:
+                raise IncompatibleAdaptersError(
+                    f"adapters must share a base model; {first_role} was trained on {first.base_model!r}, "
+                    f"{role} on {state.base_model!r}"
+                )
         return self.fn(adapters, cfg)
 
 

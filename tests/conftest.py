@@ -35,8 +35,8 @@ def trio(adapter_kind: str) -> dict[str, object]:
     """Three adapters of one kind on the same tiny base model, by role (task with a saved head)."""
     return {
         "task": make_state(adapter_kind, seed=1, rank=4, language="en", task="toy", head=True),
-        "ref_source": make_state(adapter_kind, seed=2, rank=2, language="en", task="reference_clm"),
-        "ref_target": make_state(adapter_kind, seed=3, rank=3, language="fr", task="reference_clm"),
+        "ref_source": make_state(adapter_kind, seed=2, rank=4, language="en", task="reference_clm"),
+        "ref_target": make_state(adapter_kind, seed=3, rank=4, language="fr", task="reference_clm"),
     }
 
 

@@ -172,6 +172,8 @@ class LoraAdapter(AdapterType):
         provenance = {"space": space, "weights": [w for _, w in terms], "effective_terms": len(kept)}
         if space == "factors":
             return with_task_parts(self._factor_sum(kept, task, signed_a=True), task, provenance)
+        if not kept:  # every weight cancelled: ΔW = 0, stored as a rank-1 LoRA of zeros (PEFT needs r ≥ 1)
+            return with_task_parts(self._zero_like(task), task, provenance)
         if len(kept) == 1 and kept[0][1] == 1.0:
             return with_task_parts(kept[0][0].replace(), task, provenance)
         if len(kept) == 1:
@@ -212,6 +214,15 @@ class LoraAdapter(AdapterType):
                         f"{tuple(group[a_name].shape[1:])}), adapter 0 has ({ref[b_name].shape[0]}, "
                         f"{tuple(ref[a_name].shape[1:])})"
                     )
+
+    @staticmethod
+    def _zero_like(task: AdapterState) -> AdapterState:
+        params = {}
+        for m, g in task.params.items():
+            a_name, b_name = _factor_names(g)
+            a, b = g[a_name], g[b_name]
+            params[m] = {a_name: a.new_zeros((1, *a.shape[1:])), b_name: b.new_zeros((b.shape[0], 1, *b.shape[2:]))}
+        return task.replace(params=params, scaling={m: 1.0 for m in params})
 
     def _concat(self, kept: list[Term], task: AdapterState) -> AdapterState:
         dtype = task.dtype
