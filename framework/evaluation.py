@@ -1,0 +1,609 @@
+"""The evaluation harness: score a model, optionally carrying an adapter or a composition, per language on a task.
+
+:func:`evaluate` returns an :class:`EvaluationResult` whose ``scores`` are ``{language: {metric: value}}`` and whose
+``record`` says exactly what was evaluated (task and its settings, split, seeded subsample, examples and their
+hash, adapter fingerprint, base model, scoring method). How each task kind is scored (see
+:mod:`adamergex.scoring` for the primitives):
+
+=====================================  ==================  ==============================================
+task kind                              decoder (causal LM)  encoder (``*ForSequenceClassification``)
+=====================================  ==================  ==============================================
+``classification``                     log-likelihood of    argmax of the classifier logits on
+                                       each choice          ``(text, text_pair)``
+``multiple_choice``                    log-likelihood       refused (needs a multiple-choice head)
+``generation``                         greedy decoding,     refused
+                                       answer read from
+                                       the continuation
+``language_modeling``                  perplexity           refused
+=====================================  ==================  ==============================================
+
+Classification and multiple-choice metrics are updated with ``(preds, labels)`` as tensors, generation metrics
+with ``(answers, references)`` (one string and one tuple of strings per example). An adapter given to
+:func:`evaluate` is attached for the evaluation only: the model passed in comes back unchanged.
+
+``cli_evaluate`` is the ``adamergex evaluate`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .adapter_state import AdapterState
+from .errors import ConfigError, OutputExistsError
+from .scoring import (
+    NORMALIZATIONS,
+    Normalization,
+    classify,
+    generate_answers,
+    is_masked_lm,
+    is_sequence_classifier,
+    model_max_length,
+    perplexity,
+    score_choices,
+)
+from .strategy import Composition
+from .task import DataFiles, Example, Task, get_task
+
+if TYPE_CHECKING:
+    import torchmetrics
+
+__all__ = [
+    "PURPOSES",
+    "EvaluationResult",
+    "Purpose",
+    "attached",
+    "cli_evaluate",
+    "evaluate",
+    "load_model",
+    "resolve_adapter",
+]
+
+Purpose = Literal["report", "tuning"]
+PURPOSES: tuple[str, ...] = ("report", "tuning")
+ModelType = Literal["auto", "causal_lm", "seq_cls"]
+MODEL_TYPES: tuple[str, ...] = ("auto", "causal_lm", "seq_cls")
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Scores per language and metric, with the record of what produced them."""
+
+    scores: dict[str, dict[str, float]]
+    """``{language: {metric: value}}``."""
+    record: dict[str, Any]
+    """Task (and its settings), split, purpose, limit, seed, examples per language and their SHA-256, adapter
+    summary (with fingerprint), base model, scoring method, versions and time (JSON-able)."""
+    predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Per language, one entry per example (prediction and gold), when asked for with ``keep_predictions``."""
+
+    def average(self) -> dict[str, float]:
+        """Mean of each metric over the languages that report it."""
+        metrics = sorted({m for per_lang in self.scores.values() for m in per_lang})
+        out = {}
+        for m in metrics:
+            values = [s[m] for s in self.scores.values() if m in s]
+            out[m] = math.fsum(values) / len(values)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"scores", "average", "record"}`` (and ``"predictions"`` when kept), JSON-able."""
+        out: dict[str, Any] = {"scores": self.scores, "average": self.average(), "record": self.record}
+        if self.predictions:
+            out["predictions"] = self.predictions
+        return out
+
+    def table(self) -> str:
+        """A plain-text table: one row per language (and the average), one column per metric."""
+        metrics = sorted({m for per_lang in self.scores.values() for m in per_lang})
+        rows = [["language", *metrics]]
+        for lang, per_lang in self.scores.items():
+            rows.append([lang, *(f"{per_lang[m]:.4f}" if m in per_lang else "-" for m in metrics)])
+        if len(self.scores) > 1:
+            avg = self.average()
+            rows.append(["average", *(f"{avg[m]:.4f}" for m in metrics)])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# -- inputs ------------------------------------------------------------------------------------------------------
+def resolve_adapter(adapter: AdapterState | Composition | str | os.PathLike[str]) -> AdapterState | Composition:
+    """A state or composition as is; a path is read as a merge output (a PEFT adapter directory or a directory
+    with ``composition.json``).
+
+    Raises:
+        AdapterFormatError: missing or corrupt files.
+        UnknownNameError: an adapter type that is not registered (the supported ones are listed).
+    """
+    if isinstance(adapter, (AdapterState, Composition)):
+        return adapter
+    from .merging import load_merge_output
+
+    return load_merge_output(adapter)
+
+
+def adapter_summary(adapter: AdapterState | Composition) -> dict[str, Any]:
+    """JSON-able description of an adapter or composition, with fingerprints."""
+    if isinstance(adapter, AdapterState):
+        summary = adapter.summary()
+        if "merge" in adapter.metadata:
+            summary["merge"] = {k: v for k, v in adapter.metadata["merge"].items() if k != "inputs"}
+        return summary
+    return {
+        "composition": adapter.strategy,
+        "head_from": adapter.head_from,
+        "params": adapter.params,
+        "adapters": {name: state.summary() for name, state in adapter.adapters.items()},
+    }
+
+
+def _check_languages(task: Task, languages: str | Sequence[str]) -> list[str]:
+    langs = [languages] if isinstance(languages, str) else list(languages)
+    if not langs:
+        raise ConfigError(f"languages must name at least one language; task {task.name!r} has {list(task.languages)}")
+    dupes = sorted({lang for lang in langs if langs.count(lang) > 1})
+    if dupes:
+        raise ConfigError(f"languages must be distinct, got {dupes} more than once")
+    for lang in langs:
+        task.check_language(lang)
+    return langs
+
+
+def _check_options(
+    task: Task, split: str, purpose: str, allow_test: bool, normalization: str, limit: int | None, seed: int
+) -> None:
+    task.check_split(split)
+    if purpose not in PURPOSES:
+        raise ConfigError(f"purpose must be one of {list(PURPOSES)}, got {purpose!r}")
+    if purpose == "tuning" and split == "test" and not allow_test:
+        raise ConfigError(
+            "tuning must not read the test split; use split='validation' (--split validation), or pass "
+            "allow_test=True (--allow-test) if this is deliberate"
+        )
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(f"normalization must be one of {list(NORMALIZATIONS)}, got {normalization!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive number of examples, got {limit!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+
+
+def _check_model(model: Any, task: Task) -> Literal["decoder", "encoder"]:
+    if is_masked_lm(model):
+        raise ConfigError(
+            f"a masked LM ({type(model).__name__}) has no left-to-right likelihood to score task "
+            f"{task.name!r} with; evaluate a causal LM, or a sequence classifier on a classification task"
+        )
+    if not is_sequence_classifier(model):
+        return "decoder"
+    if task.kind != "classification":
+        raise ConfigError(
+            f"task {task.name!r} is a {task.kind} task, which a sequence classifier "
+            f"({type(model).__name__}) cannot evaluate; use a causal LM (--model-type causal_lm)"
+        )
+    labels = getattr(getattr(model, "config", None), "num_labels", None)
+    if task.num_labels and labels is not None and labels != task.num_labels:
+        raise ConfigError(
+            f"task {task.name!r} has {task.num_labels} labels but the classifier predicts {labels}; load the model "
+            f"with num_labels={task.num_labels}"
+        )
+    return "encoder"
+
+
+def _data_files_for(
+    data_files: Mapping[str, DataFiles] | None, langs: Sequence[str]
+) -> dict[str, DataFiles | None]:
+    if data_files is None:
+        return {lang: None for lang in langs}
+    missing = [lang for lang in langs if lang not in data_files]
+    if missing:
+        raise ConfigError(
+            f"data_files must give files for every language evaluated; missing {missing}, given for "
+            f"{sorted(data_files)}"
+        )
+    return {lang: data_files[lang] for lang in langs}
+
+
+# -- attaching and detaching -------------------------------------------------------------------------------------
+def _detach(peft_model: Any) -> None:
+    """Remove what ``attach`` injected, restoring the base model as it was (heads included).
+
+    PEFT's ``unload`` keeps the *trained* copy of a ``modules_to_save`` head; the original module goes back first.
+    """
+    from peft.utils.other import ModulesToSaveWrapper
+
+    model = peft_model.get_base_model()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.original_module)
+    peft_model.unload()
+
+
+@contextlib.contextmanager
+def attached(
+    model: Any, adapter: AdapterState | Composition | None, *, check_base_model: bool = True
+) -> Iterator[Any]:
+    """``model`` carrying ``adapter`` inside the block (``model`` itself when ``adapter`` is ``None``); the bare
+    model again after it, heads included, whether the block succeeded or not.
+
+    Raises:
+        ConfigError: ``model`` already carries PEFT adapters.
+        IncompatibleAdaptersError: the adapter was trained on another base model (see ``attach``).
+    """
+    if adapter is None:
+        yield model
+        return
+    if hasattr(model, "peft_config"):
+        raise ConfigError("the model already carries PEFT adapters; pass the bare base model together with adapter=...")
+    from .loading import attach
+
+    peft_model = attach(model, adapter, check_base_model=check_base_model)
+    try:
+        yield peft_model
+    finally:
+        _detach(peft_model)
+
+
+# -- scoring one language ---------------------------------------------------------------------------------------
+def _metric_name(metric: Any) -> str:
+    name = re.sub(r"^(Multiclass|Multilabel|Binary)", "", type(metric).__name__)
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _metric_values(metric: torchmetrics.Metric) -> dict[str, float]:
+    value = metric.compute()
+    if isinstance(value, Mapping):
+        return {str(k): float(v) for k, v in value.items()}
+    if getattr(value, "numel", lambda: 1)() != 1:
+        raise ConfigError(f"metric {type(metric).__name__} must compute a scalar or a dict of scalars")
+    return {_metric_name(metric): float(value)}
+
+
+def _examples_hash(examples: Sequence[Example]) -> str:
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps(dataclasses.asdict(ex), sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def _score_language(
+    model: Any, tokenizer: Any, task: Task, examples: list[Example], arch: str, *, lang: str,
+    normalization: Normalization, batch_size: int, max_length: int | None, progress: bool,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    import torch
+
+    desc = f"{task.name}/{lang}" if progress else None
+    opts: dict[str, Any] = {"batch_size": batch_size, "max_length": max_length, "progress": desc}
+    if task.kind == "language_modeling":
+        logprob, tokens = perplexity(model, tokenizer, [ex.prompt for ex in examples], **opts)
+        nll = -logprob / max(tokens, 1)
+        return {"perplexity": math.exp(nll), "nll_per_token": nll}, []
+    if task.kind == "generation":
+        answers, continuations = generate_answers(
+            model, tokenizer, examples, max_new_tokens=task.max_new_tokens, extract_answer=task.extract_answer, **opts
+        )
+        references = [tuple(ex.references) for ex in examples]
+        metric = task.metric()
+        metric.update(answers, references)
+        preds = [
+            {"continuation": c, "answer": a, "references": list(r)}
+            for c, a, r in zip(continuations, answers, references)
+        ]
+        return _metric_values(metric), preds
+    hidden = [i for i, ex in enumerate(examples) if ex.label is None]
+    if hidden:
+        raise ConfigError(
+            f"task {task.name!r} ({lang}) has {len(hidden)} example(s) without a gold label (e.g. #{hidden[0]}); "
+            "evaluate a split whose labels are public"
+        )
+    if arch == "encoder":
+        predicted = classify(model, tokenizer, examples, **opts)
+    else:
+        predicted = score_choices(model, tokenizer, examples, normalization=normalization, **opts)
+    labels = [int(ex.label) for ex in examples if ex.label is not None]
+    metric = task.metric()
+    metric.update(torch.tensor(predicted), torch.tensor(labels))
+    return _metric_values(metric), [{"prediction": p, "label": g} for p, g in zip(predicted, labels)]
+
+
+def _task_settings(task: Task) -> dict[str, Any]:
+    settings: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(task), default=str))
+    return settings
+
+
+# -- library entry point ---------------------------------------------------------------------------------------
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    task: str | Task,
+    languages: str | Sequence[str],
+    *,
+    adapter: AdapterState | Composition | str | os.PathLike[str] | None = None,
+    split: str = "validation",
+    limit: int | None = None,
+    seed: int = 0,
+    data_files: Mapping[str, DataFiles] | None = None,
+    batch_size: int = 16,
+    normalization: Normalization = "sum",
+    max_length: int | None = None,
+    purpose: Purpose = "report",
+    allow_test: bool = False,
+    check_base_model: bool = True,
+    keep_predictions: bool = False,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Score ``model`` (carrying ``adapter`` if given) on ``task`` in each of ``languages``.
+
+    Args:
+        model: A transformers causal LM, or a ``*ForSequenceClassification`` model for encoder classification.
+        tokenizer: Its tokenizer (never modified).
+        task: A registered task name or a task instance.
+        languages: Languages to evaluate (one string for a single language).
+        adapter: An ``AdapterState``, a stacking ``Composition``, or a merge output / PEFT adapter directory;
+            attached for the evaluation only. ``None`` evaluates ``model`` as it is.
+        split: ``train``, ``validation`` or ``test``.
+        limit: Keep a seeded random subset of this many examples per language (recorded with ``seed``).
+        seed: Seed of the ``limit`` subsample.
+        data_files: Local files per language (``{language: path or {split: path}}``) instead of the Hub.
+        batch_size: Sequences per forward pass.
+        normalization: Log-likelihood scoring of choices: ``sum`` (default), ``token_mean`` or ``byte_mean``.
+        max_length: Longest sequence the model reads (default: the model's and tokenizer's limit).
+        purpose: ``report`` or ``tuning``; tuning on the test split is refused unless ``allow_test``.
+        allow_test: Let ``purpose="tuning"`` read the test split.
+        check_base_model: Refuse an adapter trained on another base model than ``model``.
+        keep_predictions: Keep per-example predictions in the result.
+        progress: Show a progress bar per language on stderr.
+
+    Raises:
+        UnknownNameError: unknown task, language or split (the known ones are listed), or adapter type.
+        ConfigError: tuning on the test split, a bad option, missing labels, a model unfit for the task kind.
+        IncompatibleAdaptersError: the adapter was trained on another base model (both names given).
+        AdapterFormatError: the adapter directory is missing files or its tensors do not fit the model.
+    """
+    task_obj = get_task(task) if isinstance(task, str) else task
+    langs = _check_languages(task_obj, languages)
+    _check_options(task_obj, split, purpose, allow_test, normalization, limit, seed)
+    files = _data_files_for(data_files, langs)
+    arch = _check_model(model, task_obj)
+    resolved = resolve_adapter(adapter) if adapter is not None else None
+    from .loading import base_model_name
+
+    record: dict[str, Any] = {
+        "task": task_obj.name,
+        "task_settings": _task_settings(task_obj),
+        "kind": task_obj.kind,
+        "split": split,
+        "purpose": purpose,
+        "languages": langs,
+        "limit": limit,
+        "seed": seed,
+        "data_files": {k: v for k, v in files.items() if v is not None} or None,
+        "base_model": base_model_name(model),
+        "adapter": adapter_summary(resolved) if resolved is not None else None,
+        "adapter_path": str(adapter) if isinstance(adapter, (str, os.PathLike)) else None,
+        "scoring": _scoring_record(model, tokenizer, task_obj, arch, normalization, batch_size, max_length),
+        "examples": {},
+        "examples_sha256": {},
+        "versions": _versions(),
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    scores: dict[str, dict[str, float]] = {}
+    predictions: dict[str, list[dict[str, Any]]] = {}
+    with attached(model, resolved, check_base_model=check_base_model) as live:
+        for lang in langs:
+            rows = task_obj.load(lang, split, data_files=files[lang], limit=limit, seed=seed)
+            examples = [task_obj.format(row) for row in rows]
+            if not examples:
+                raise ConfigError(f"task {task_obj.name!r} has no {split} examples for {lang!r}")
+            record["examples"][lang] = len(examples)
+            record["examples_sha256"][lang] = _examples_hash(examples)
+            scores[lang], preds = _score_language(
+                live, tokenizer, task_obj, examples, arch, lang=lang, normalization=normalization,
+                batch_size=batch_size, max_length=max_length, progress=progress,
+            )
+            if keep_predictions:
+                predictions[lang] = preds
+    return EvaluationResult(scores, record, predictions)
+
+
+def _scoring_record(
+    model: Any, tokenizer: Any, task: Task, arch: str, normalization: str, batch_size: int, max_length: int | None
+) -> dict[str, Any]:
+    method = {
+        "language_modeling": "perplexity",
+        "generation": "greedy_generation",
+        "classification": "classifier_logits" if arch == "encoder" else "loglikelihood",
+        "multiple_choice": "loglikelihood",
+    }[task.kind]
+    out: dict[str, Any] = {
+        "method": method,
+        "batch_size": batch_size,
+        "max_length": model_max_length(model, tokenizer, max_length),
+    }
+    if method == "loglikelihood":
+        out["normalization"] = normalization
+    if method == "greedy_generation":
+        out["max_new_tokens"] = task.max_new_tokens
+    params = next(iter(model.parameters()), None)
+    if params is not None:
+        out["dtype"] = str(params.dtype).removeprefix("torch.")
+        out["device"] = str(params.device)
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from . import __version__
+
+    out = {"adamergex": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        import peft
+
+        out["peft"] = peft.__version__
+    except ImportError:  # pragma: no cover - peft is a dependency
+        pass
+    return out
+
+
+# -- model loading (CLI) -----------------------------------------------------------------------------------------
+def _model_type_for(adapter: AdapterState | Composition | None, model_type: str) -> ModelType:
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(f"model_type must be one of {list(MODEL_TYPES)}, got {model_type!r}")
+    if model_type in ("causal_lm", "seq_cls"):
+        return "causal_lm" if model_type == "causal_lm" else "seq_cls"
+    state = adapter.adapters[adapter.head_from] if isinstance(adapter, Composition) else adapter
+    task_type = str((state.config.get("task_type") if state is not None else None) or "").upper()
+    return "seq_cls" if task_type == "SEQ_CLS" else "causal_lm"
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    model_type: ModelType = "causal_lm",
+    num_labels: int | None = None,
+    tokenizer: str | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` from a local path or Hub id, in eval mode on ``device``.
+
+    ``model_type``: ``causal_lm`` (``AutoModelForCausalLM``) or ``seq_cls`` (``AutoModelForSequenceClassification``
+    with ``num_labels``). ``dtype``: ``auto`` (bfloat16 on a GPU that supports it, else float32), ``float32``,
+    ``bfloat16`` or ``float16``. Remote code runs only with ``trust_remote_code``.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype == "auto":
+        cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+        torch_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    elif dtype in dtypes:
+        torch_dtype = dtypes[dtype]
+    else:
+        raise ConfigError(f"dtype must be one of {['auto', *dtypes]}, got {dtype!r}")
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if model_type == "seq_cls":
+        if num_labels:
+            kwargs["num_labels"] = num_labels
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
+    elif model_type == "causal_lm":
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    else:
+        raise ConfigError(f"model_type must be 'causal_lm' or 'seq_cls', got {model_type!r}")
+    tok = AutoTokenizer.from_pretrained(tokenizer or name_or_path, trust_remote_code=trust_remote_code)
+    model.to(device)
+    model.eval()
+    return model, tok
+
+
+# -- CLI ---------------------------------------------------------------------------------------------------------
+def _parse_data_files(items: Sequence[str]) -> dict[str, DataFiles] | None:
+    """``LANG=PATH`` (any split) or ``LANG:SPLIT=PATH`` items into ``{language: path or {split: path}}``."""
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            raise ConfigError(f"--data-files must look like LANG=PATH or LANG:SPLIT=PATH, got {item!r}")
+        lang, _, split = key.partition(":")
+        if split:
+            current = out.setdefault(lang, {})
+            if not isinstance(current, dict):
+                raise ConfigError(f"--data-files gives {lang!r} both one file for every split and per-split files")
+            current[split] = path
+        else:
+            if lang in out:
+                raise ConfigError(f"--data-files gives language {lang!r} more than once")
+            out[lang] = path
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="adamergex evaluate",
+        description="Score a model (with an adapter or merge output) per language on a task; prints a table and "
+        "optionally writes JSON with the scores and a record of what was evaluated.",
+    )
+    p.add_argument("--model", required=True, help="base model: local path or Hugging Face id")
+    p.add_argument("--adapter", help="PEFT adapter directory or merge output (composition.json); none: base model")
+    p.add_argument("--task", required=True, help="registered task name")
+    p.add_argument("--languages", required=True, help="comma-separated languages, e.g. fr,de")
+    p.add_argument("--split", default="validation", help="train, validation or test (default: validation)")
+    p.add_argument("--limit", type=int, default=None, help="seeded random subset of N examples per language")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subsample (recorded)")
+    p.add_argument("--data-files", nargs="+", default=[], metavar="LANG[:SPLIT]=PATH",
+                   help="local data per language instead of the Hub")
+    p.add_argument("--output", help="write the results as JSON to this file (atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--predictions", action="store_true", help="include per-example predictions in --output")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default: 16)")
+    p.add_argument("--normalization", choices=NORMALIZATIONS, default="sum",
+                   help="log-likelihood of choices: sum (default), token_mean or byte_mean")
+    p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: model limit)")
+    p.add_argument("--purpose", choices=PURPOSES, default="report",
+                   help="report (default) or tuning; tuning on the test split needs --allow-test")
+    p.add_argument("--allow-test", action="store_true", help="allow --purpose tuning to read the test split")
+    p.add_argument("--model-type", choices=MODEL_TYPES, default="auto",
+                   help="auto (from the adapter's PEFT task_type: SEQ_CLS → seq_cls, else causal_lm)")
+    p.add_argument("--tokenizer", help="tokenizer path or id (default: --model)")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
+    p.add_argument("--no-base-model-check", action="store_true",
+                   help="accept an adapter whose recorded base model differs in name (same weights elsewhere)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def cli_evaluate(argv: list[str]) -> int:
+    """``adamergex evaluate``: everything is validated before the model is loaded; nothing is written on error."""
+    args = _parser().parse_args(argv)
+    task = get_task(args.task)
+    langs = _check_languages(task, [lang.strip() for lang in args.languages.split(",") if lang.strip()])
+    _check_options(task, args.split, args.purpose, args.allow_test, args.normalization, args.limit, args.seed)
+    data_files = _parse_data_files(args.data_files)
+    _data_files_for(data_files, langs)
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        raise OutputExistsError(f"output {args.output} already exists; pass --overwrite to replace it")
+    adapter = resolve_adapter(args.adapter) if args.adapter else None
+    model_type = _model_type_for(adapter, args.model_type)
+    model, tokenizer = load_model(
+        args.model, model_type=model_type, num_labels=task.num_labels or None, tokenizer=args.tokenizer,
+        dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+    )
+    result = evaluate(
+        model, tokenizer, task, langs, adapter=adapter, split=args.split, limit=args.limit, seed=args.seed,
+        data_files=data_files, batch_size=args.batch_size, normalization=args.normalization,
+        max_length=args.max_length, purpose=args.purpose, allow_test=args.allow_test,
+        check_base_model=not args.no_base_model_check, keep_predictions=args.predictions,
+        progress=not args.no_progress,
+    )
+    if args.adapter:  # resolved above so its task_type could pick the model class; record where it came from
+        result.record["adapter_path"] = args.adapter
+    print(result.table())
+    if args.output:
+        from .io import write_json_atomic
+
+        write_json_atomic(args.output, result.to_dict())
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+

@@ -1,0 +1,98 @@
+"""``adamergex evaluate`` end to end on tiny models saved to disk (no network)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adamergex.cli import main
+from adamergex.errors import ConfigError
+from adamergex.evaluation import _parse_data_files
+from adamergex.io import save_adapter
+from adamergex.registry import TASKS
+from tests.framework.test_evaluation import ToyChoiceTask, lora_state, tok, toy_rows, write_jsonl  # noqa: F401
+
+
+@pytest.fixture
+def saved(tmp_path: Path, tok: Any) -> Any:
+    """A tiny Llama and its tokenizer saved to ``model/``, a LoRA adapter for it in ``adapter/``, toy data."""
+    from adamergex.tiny import tiny_llama
+
+    model_dir = tmp_path / "model"
+    model = tiny_llama(len(tok), seed=0, name_or_path=str(model_dir))
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    save_adapter(lora_state(model, seed=1, base=str(model_dir)), tmp_path / "adapter")
+    save_adapter(lora_state(model, seed=1, base="org/other-model"), tmp_path / "foreign")
+    data = [f"{lang}={write_jsonl(tmp_path / f'{lang}.jsonl', toy_rows())}" for lang in ("en", "fr")]
+    with TASKS.scoped("toy_choice", ToyChoiceTask):
+        yield {"dir": tmp_path, "model": str(model_dir), "data": data}
+
+
+def run(saved: Any, *extra: str, adapter: str = "adapter") -> list[str]:
+    return ["evaluate", "--model", saved["model"], "--adapter", str(saved["dir"] / adapter), "--task", "toy_choice",
+            "--languages", "en,fr", "--data-files", *saved["data"], "--no-progress", *extra]
+
+
+def test_cli_scores_writes_json_and_refuses_to_overwrite(saved: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    out = saved["dir"] / "results.json"
+    assert main(run(saved, "--limit", "5", "--seed", "2", "--output", str(out), "--predictions")) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split() == ["language", "accuracy"] and "average" in table
+    data = json.loads(out.read_text())
+    assert set(data["scores"]) == {"en", "fr"} and 0.0 <= data["scores"]["en"]["accuracy"] <= 1.0
+    record = data["record"]
+    assert (record["limit"], record["seed"], record["split"], record["examples"]) == (5, 2, "validation",
+                                                                                      {"en": 5, "fr": 5})
+    assert record["adapter_path"] == str(saved["dir"] / "adapter") and record["base_model"] == saved["model"]
+    assert record["scoring"]["method"] == "loglikelihood" and len(data["predictions"]["fr"]) == 5
+    assert main(run(saved, "--output", str(out))) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(run(saved, "--output", str(out), "--overwrite", "--limit", "3")) == 0
+    assert json.loads(out.read_text())["record"]["limit"] == 3
+
+
+def test_cli_refusals_name_what_exists(saved: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(run(saved, adapter="foreign")) == 2
+    err = capsys.readouterr().err
+    assert "'org/other-model'" in err and repr(saved["model"]) in err
+    assert main(run(saved, adapter="foreign") + ["--no-base-model-check"]) == 0
+    capsys.readouterr()
+    assert main([*run(saved)[:7], "--languages", "en,xx"]) == 2
+    assert "no language 'xx'; available: en, fr, de" in capsys.readouterr().err
+    assert main(run(saved, "--split", "test", "--purpose", "tuning")) == 2
+    assert "tuning must not read the test split" in capsys.readouterr().err
+    assert main([*run(saved)[:5], "--task", "nope", "--languages", "en"]) == 2
+    assert "unknown task 'nope'; available:" in capsys.readouterr().err
+
+
+def test_cli_picks_a_sequence_classifier_from_the_adapter_task_type(tmp_path: Path, tok: Any,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from adamergex.tiny import tiny_bert_classifier
+
+    model_dir = tmp_path / "bert"
+    model = tiny_bert_classifier(len(tok), 3, name_or_path=str(model_dir))
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    state = lora_state(model, seed=2, head="classifier", task_type="SEQ_CLS", targets=("query", "value"))
+    save_adapter(state, tmp_path / "cls")
+    out = tmp_path / "r.json"
+    data = write_jsonl(tmp_path / "en.jsonl", toy_rows())
+    with TASKS.scoped("toy_choice", ToyChoiceTask):
+        rc = main(["evaluate", "--model", str(model_dir), "--adapter", str(tmp_path / "cls"), "--task", "toy_choice",
+                   "--languages", "en", "--data-files", f"en={data}", "--output", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads(out.read_text())["record"]["scoring"]["method"] == "classifier_logits"
+
+
+def test_data_files_option() -> None:
+    assert _parse_data_files(["fr=a.jsonl", "de:test=b.jsonl", "de:validation=c.jsonl"]) == {
+        "fr": "a.jsonl", "de": {"test": "b.jsonl", "validation": "c.jsonl"}}
+    assert _parse_data_files([]) is None
+    with pytest.raises(ConfigError, match="LANG=PATH or LANG:SPLIT=PATH, got 'fr'"):
+        _parse_data_files(["fr"])
+    with pytest.raises(ConfigError, match="language 'fr' more than once"):
+        _parse_data_files(["fr=a", "fr=b"])
