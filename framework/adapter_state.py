@@ -86,7 +86,7 @@ class AdapterState:
 
     def replace(self, **changes: Any) -> AdapterState:
         """A shallow copy with ``changes`` applied (tensors are shared, dicts copied)."""
-        fields = {
+        fields: dict[str, Any] = {
             "kind": self.kind,
             "base_model": self.base_model,
             "params": {m: dict(g) for m, g in self.params.items()},

@@ -112,7 +112,8 @@ def attach(
             peft_model.add_adapter(name, _peft_config(adapter.adapters[name], keep_heads=keep))
             _load_weights(peft_model, adapter.adapters[name], name, keep_heads=keep)
         # Activate all adapters together (MAD-X style stacking); PEFT sums (LoRA) or multiplies ((IA)³) them.
-        peft_model.base_model.set_adapter(names)
+        tuner: Any = peft_model.base_model
+        tuner.set_adapter(names)
         _activate_heads(peft_model, head)
         peft_model.eval()
         return peft_model
@@ -131,4 +132,5 @@ def _activate_heads(peft_model: PeftModel, head: str) -> None:
 
     for module in peft_model.modules():
         if isinstance(module, ModulesToSaveWrapper) and head in module.modules_to_save:
-            module.set_adapter(head)
+            wrapper: Any = module
+            wrapper.set_adapter(head)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from adamergex.adapter_state import AdapterState
 from adamergex.registry import ADAPTERS
@@ -54,7 +55,7 @@ def adamergex(adapters: Mapping[str, AdapterState], cfg: AdaMergeXConfig) -> Ada
     """``task ⊕ t·(ref_target ⊖ ref_source)`` with the adapter type's own ⊕, ⊖ and scaling."""
     typ = ADAPTERS.get(adapters["task"].kind)
     typ.check_compatible(adapters)
-    options = {"epsilon": cfg.epsilon or None}
+    options: dict[str, Any] = {"epsilon": cfg.epsilon or None}
     if typ.structure == "additive":
         options["space"] = cfg.lora_space
     elif typ.structure == "multiplicative":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -49,7 +50,7 @@ def collect_terms(terms: Sequence[tuple[AdapterState, float]]) -> list[tuple[Ada
     return [(s, w) for s, w in out if w != 0.0]
 
 
-def with_task_parts(result: AdapterState, task: AdapterState, provenance: dict[str, object]) -> AdapterState:
+def with_task_parts(result: AdapterState, task: AdapterState, provenance: Mapping[str, Any]) -> AdapterState:
     """``result`` carrying the task adapter's base model, saved modules (heads) and metadata.
 
     Modules saved whole (PEFT ``modules_to_save``) are never merged: the task adapter's are kept and the
@@ -58,7 +59,7 @@ def with_task_parts(result: AdapterState, task: AdapterState, provenance: dict[s
     config = dict(result.config)
     config["modules_to_save"] = task.config.get("modules_to_save")
     metadata = {k: v for k, v in task.metadata.items() if k not in ("source", "merge")}
-    metadata["merge"] = provenance
+    metadata["merge"] = dict(provenance)
     return result.replace(
         base_model=task.base_model, saved_modules=dict(task.saved_modules), config=config, metadata=metadata
     )
