@@ -1,0 +1,260 @@
+"""Tune a strategy's merge parameters with Optuna, per adapter type, on a validation split.
+
+The search space is the strategy's own config (:meth:`StrategyConfig.suggest`), so there is no parameter list
+to keep in sync. One study per (strategy, adapter type): LoRA and (IA)³ have different scales (a ``t`` that is
+right for ΔW arithmetic is not right for ratios of vectors), so each type gets its own best parameters. Studies
+live in Optuna's own storages: an SQLite file by default (``sqlite:///study.db``), or a PostgreSQL URL for many
+workers (``postgresql://user@host/db``, needs the ``postgres`` extra). Reruns resume: trials already in the
+study count towards ``n_trials`` (Optuna's ``MaxTrialsCallback``), so several workers on one storage share the
+budget and an interrupted run picks up where it stopped.
+
+Tuning reads validation data only: the evaluation objective refuses the test split unless ``allow_test`` is
+passed, and the split is recorded in the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .adapter_state import AdapterState
+from .errors import ConfigError, OutputExistsError
+from .merging import _as_state, merge, save_merge_output
+from .registry import STRATEGIES
+from .strategy import Composition, Strategy, StrategyConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["TuneResult", "cli_tune", "evaluation_objective", "tune"]
+
+Objective = Callable[["AdapterState | Composition", "optuna.Trial"], float]
+
+
+@dataclass
+class TuneResult:
+    """Best parameters of one study, with what produced them."""
+
+    strategy: str
+    adapter_type: str
+    best_params: dict[str, Any]
+    best_value: float
+    n_trials: int
+    study_name: str
+    storage: str | None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "strategy": self.strategy, "adapter_type": self.adapter_type, "best_params": self.best_params,
+            "best_value": self.best_value, "n_trials": self.n_trials, "study_name": self.study_name,
+            "storage": self.storage, "record": self.record,
+        }
+
+
+def tune(
+    strategy: str | Strategy,
+    adapters: Mapping[str, AdapterState | str | os.PathLike[str]],
+    objective: Objective,
+    *,
+    n_trials: int = 20,
+    storage: str | None = None,
+    study_name: str | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    direction: str = "maximize",
+    seed: int = 0,
+    enqueue_default: bool = True,
+    record: Mapping[str, Any] | None = None,
+) -> TuneResult:
+    """Search ``strategy``'s parameters to optimise ``objective(merged, trial)`` over ``n_trials`` in total.
+
+    Args:
+        strategy: Registered name or :class:`Strategy`.
+        adapters: Adapters by role (states or PEFT directories), all of one adapter type.
+        objective: Scores one merge output; it may call ``trial.report``/``trial.should_prune`` to be pruned.
+        n_trials: Completed trials the study should hold in the end (earlier runs and other workers count).
+        storage: Optuna storage URL (``sqlite:///...``, ``postgresql://...``); ``None`` keeps the study in memory.
+        study_name: Defaults to ``"{strategy}-{adapter type}"``.
+        sampler, pruner: Optuna objects (default: seeded TPE, no pruning).
+        direction: ``maximize`` (scores) or ``minimize`` (losses).
+        enqueue_default: Evaluate the strategy's default parameters first (once per study).
+        record: Extra facts stored on the study and in the result (task, language, split...).
+
+    Raises:
+        ConfigError: a strategy without tunable parameters, or ``n_trials`` < 1.
+    """
+    import optuna
+
+    strat = STRATEGIES.get(strategy) if isinstance(strategy, str) else strategy
+    if n_trials < 1:
+        raise ConfigError(f"n_trials must be at least 1, got {n_trials}")
+    if not any(p["tune"] for p in strat.config.parameters()):
+        raise ConfigError(f"strategy {strat.name!r} has no tunable parameters; nothing to tune")
+    states = {role: _as_state(value, role) for role, value in adapters.items()}
+    kind = next(iter(states.values())).kind
+    name = study_name or f"{strat.name}-{kind}"
+    study = optuna.create_study(
+        study_name=name, storage=storage, load_if_exists=True, direction=direction,
+        sampler=sampler or optuna.samplers.TPESampler(seed=seed), pruner=pruner or optuna.pruners.NopPruner(),
+    )
+    facts = {"strategy": strat.name, "adapter_type": kind, **dict(record or {}),
+             "inputs": {r: s.fingerprint() for r, s in sorted(states.items())}}
+    if study.user_attrs.get("inputs") not in (None, facts["inputs"]):
+        raise ConfigError(
+            f"study {name!r} in {storage} was run on other adapters (their SHA-256 differ); "
+            "pick another --study-name or storage"
+        )
+    for key, value in facts.items():
+        study.set_user_attr(key, value)
+    if enqueue_default and not study.trials:
+        defaults = {p["name"]: p["default"] for p in strat.config.parameters() if p["tune"]}
+        study.enqueue_trial(defaults)
+
+    def run_trial(trial: optuna.Trial) -> float:
+        cfg: StrategyConfig = strat.config.suggest(trial)
+        value = float(objective(merge(strat, states, cfg).output, trial))
+        if not math.isfinite(value):
+            raise optuna.TrialPruned(f"objective returned {value}")
+        return value
+
+    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    if done < n_trials:
+        study.optimize(
+            run_trial, n_trials=n_trials - done,
+            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))],
+        )
+    best = study.best_trial
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    return TuneResult(strat.name, kind, dict(best.params), float(best.value), complete, name, storage, facts)
+
+
+def evaluation_objective(
+    model: Any,
+    tokenizer: Any,
+    task: str,
+    languages: str | Sequence[str],
+    *,
+    metric: str | None = None,
+    split: str = "validation",
+    allow_test: bool = False,
+    limit: int | None = None,
+    seed: int = 0,
+    data_files: Mapping[str, Any] | None = None,
+    batch_size: int = 16,
+) -> Objective:
+    """An objective that scores a merge output with the evaluation harness (``purpose="tuning"``).
+
+    Each language's score is reported to the trial as an intermediate value (so a pruner can stop a bad trial
+    after the first languages); the objective is their mean. ``metric`` defaults to the task's first metric.
+    Raises :class:`ConfigError` for ``split="test"`` unless ``allow_test``.
+    """
+    from .evaluation import evaluate
+
+    if split == "test" and not allow_test:
+        raise ConfigError("tuning on split 'test' is refused: tune on 'validation' (or pass allow_test / --allow-test)")
+    langs = [languages] if isinstance(languages, str) else list(languages)
+
+    def objective(merged: AdapterState | Composition, trial: optuna.Trial) -> float:
+        scores = []
+        for step, lang in enumerate(langs):
+            result = evaluate(
+                model, tokenizer, task, [lang], adapter=merged, split=split, limit=limit, seed=seed,
+                data_files=data_files, batch_size=batch_size, purpose="tuning", allow_test=allow_test,
+                progress=False,
+            )
+            per_lang = result.scores[lang]
+            key = metric or sorted(per_lang)[0]
+            if key not in per_lang:
+                raise ConfigError(f"task {task!r} reports metrics {sorted(per_lang)}; --metric {key!r} is not one")
+            scores.append(per_lang[key])
+            trial.report(sum(scores) / len(scores), step)
+            if trial.should_prune():
+                import optuna
+
+                raise optuna.TrialPruned()
+        return sum(scores) / len(scores)
+
+    return objective
+
+
+def cli_tune(argv: list[str]) -> int:
+    """``adamergex tune``: tune a strategy on the validation split; writes best.json, the best merge and a plot."""
+    p = argparse.ArgumentParser(prog="adamergex tune", description=cli_tune.__doc__)
+    p.add_argument("--model", required=True, help="base model: local path or Hugging Face id")
+    p.add_argument("--strategy", default="adamergex", help="registered strategy (default: adamergex)")
+    p.add_argument("--task", required=True, help="registered task name the merge is scored on")
+    p.add_argument("--languages", required=True, help="comma-separated target languages")
+    p.add_argument("--task-adapter", required=True, help="task adapter directory (source language)")
+    p.add_argument("--ref-source", help="reference adapter directory, source language")
+    p.add_argument("--ref-target", help="reference adapter directory, target language")
+    p.add_argument("--n-trials", type=int, default=20, help="completed trials in the study (reruns resume)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUTPUT/study.db)")
+    p.add_argument("--study-name", help="default: STRATEGY-ADAPTERTYPE")
+    p.add_argument("--metric", help="metric to maximise (default: the task's first)")
+    p.add_argument("--split", default="validation", help="split scored (default: validation)")
+    p.add_argument("--allow-test", action="store_true", help="allow tuning on the test split")
+    p.add_argument("--limit", type=int, help="seeded subset of N examples per language")
+    p.add_argument("--data-files", nargs="+", default=[], metavar="LANG[:SPLIT]=PATH", help="local data per language")
+    p.add_argument("--seed", type=int, default=0, help="sampler and subsample seed")
+    p.add_argument("--output", required=True, help="directory for best.json, best_adapter/ and history.png")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
+    args = p.parse_args(argv)
+    from .evaluation import _parse_data_files, load_model
+
+    if args.split == "test" and not args.allow_test:
+        raise ConfigError("tuning on split 'test' is refused: tune on 'validation' (or pass --allow-test)")
+    out = Path(args.output)
+    if (out / "best.json").exists():
+        raise OutputExistsError(f"{out / 'best.json'} exists; the study resumes from its storage, pick another --output")
+    strat = STRATEGIES.get(args.strategy)
+    roles = {"task": args.task_adapter, "ref_source": args.ref_source, "ref_target": args.ref_target}
+    adapters = {r: v for r, v in roles.items() if v and (r in strat.roles or r in strat.optional_roles)}
+    states = {r: _as_state(v, r) for r, v in adapters.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    languages = [x.strip() for x in args.languages.split(",") if x.strip()]
+    from .task import get_task
+
+    task = get_task(args.task)
+    model_type = "seq_cls" if states["task"].config.get("task_type") == "SEQ_CLS" else "causal_lm"
+    model, tokenizer = load_model(args.model, model_type=model_type, num_labels=task.num_labels or None,
+                                  trust_remote_code=args.trust_remote_code)
+    objective = evaluation_objective(
+        model, tokenizer, args.task, languages, metric=args.metric, split=args.split, allow_test=args.allow_test,
+        limit=args.limit, seed=args.seed, data_files=_parse_data_files(args.data_files),
+    )
+    record = {"task": args.task, "languages": languages, "split": args.split, "limit": args.limit, "seed": args.seed}
+    result = tune(strat, states, objective, n_trials=args.n_trials, storage=storage, study_name=args.study_name,
+                  seed=args.seed, record=record)
+    best = merge(strat, states, result.best_params)
+    save_merge_output(best, out / "best_adapter", overwrite=True)
+    _plot_history(storage, result.study_name, out / "history.png")
+    from .io import write_json_atomic
+
+    write_json_atomic(out / "best.json", result.to_dict())
+    print(json.dumps(result.to_dict(), indent=2, default=str))
+    return 0
+
+
+def _plot_history(storage: str, study_name: str, path: Path) -> None:
+    """Optuna's own optimisation-history plot, rendered with matplotlib (Agg) and saved atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    ax = optuna.visualization.matplotlib.plot_optimization_history(study)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    ax.figure.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(ax.figure)
+    os.replace(tmp, path)

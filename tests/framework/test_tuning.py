@@ -1,0 +1,97 @@
+"""Optuna tuning: the search space comes from the strategy, studies resume from storage, test split refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+
+from adamergex.errors import ConfigError
+from adamergex.registry import ADAPTERS
+from adamergex.tuning import evaluation_objective, tune
+from tests._adapters import make_state
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+BEST_T = 0.3
+
+
+@pytest.fixture
+def lora_trio() -> dict[str, Any]:
+    return {
+        "task": make_state("lora", seed=1, rank=4),
+        "ref_source": make_state("lora", seed=2, rank=4),
+        "ref_target": make_state("lora", seed=3, rank=4),
+    }
+
+
+def distance_objective(trio: dict[str, Any]) -> Any:
+    """Minus the distance of the merged ΔW to the merge at t = BEST_T (maximised at t = BEST_T)."""
+    lora = ADAPTERS.get("lora")
+    target = {m: lora.delta(trio["task"], m) + BEST_T * (lora.delta(trio["ref_target"], m) - lora.delta(trio["ref_source"], m))
+              for m in trio["task"].modules}
+    calls = []
+
+    def objective(merged: Any, trial: optuna.Trial) -> float:
+        calls.append(trial.number)
+        return -sum(float(torch.linalg.matrix_norm(lora.delta(merged, m) - target[m])) for m in target)
+
+    objective.calls = calls  # type: ignore[attr-defined]
+    return objective
+
+
+def test_tuning_finds_the_best_scale_from_the_declared_search_space(lora_trio: dict[str, Any]) -> None:
+    result = tune("adamergex", lora_trio, distance_objective(lora_trio), n_trials=15, seed=0)
+    assert result.adapter_type == "lora" and result.study_name == "adamergex-lora"
+    assert set(result.best_params) == {"t"}
+    assert abs(result.best_params["t"] - BEST_T) < 0.1
+    assert result.n_trials == 15
+
+
+def test_reruns_resume_from_sqlite_storage(lora_trio: dict[str, Any], tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = distance_objective(lora_trio)
+    tune("adamergex", lora_trio, first, n_trials=4, storage=storage)
+    assert len(first.calls) == 4
+    again = distance_objective(lora_trio)
+    result = tune("adamergex", lora_trio, again, n_trials=6, storage=storage)
+    assert len(again.calls) == 2 and result.n_trials == 6
+    study = optuna.load_study(study_name="adamergex-lora", storage=storage)
+    assert study.trials[0].params == {"t": 1.0}  # the paper's default is evaluated first, once
+
+
+def test_a_study_of_other_adapters_is_refused(lora_trio: dict[str, Any], tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    tune("adamergex", lora_trio, distance_objective(lora_trio), n_trials=1, storage=storage)
+    other = {**lora_trio, "ref_target": make_state("lora", seed=8, rank=4)}
+    with pytest.raises(ConfigError, match="was run on other adapters"):
+        tune("adamergex", other, distance_objective(other), n_trials=2, storage=storage)
+
+
+def test_strategy_without_parameters_and_bad_budget_are_refused(lora_trio: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="strategy 'source_only' has no tunable parameters"):
+        tune("source_only", {"task": lora_trio["task"]}, distance_objective(lora_trio))
+    with pytest.raises(ConfigError, match="n_trials must be at least 1, got 0"):
+        tune("adamergex", lora_trio, distance_objective(lora_trio), n_trials=0)
+
+
+def test_tuning_on_the_test_split_is_refused_unless_allowed() -> None:
+    with pytest.raises(ConfigError, match="tuning on split 'test' is refused"):
+        evaluation_objective(None, None, "xnli", "fr", split="test")
+    evaluation_objective(None, None, "xnli", "fr", split="test", allow_test=True)
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get("ADAMERGEX_TEST_POSTGRES_URL"), reason="ADAMERGEX_TEST_POSTGRES_URL not set")
+def test_two_workers_share_one_postgres_study(lora_trio: dict[str, Any]) -> None:
+    url = os.environ["ADAMERGEX_TEST_POSTGRES_URL"]
+    name = f"adamergex-lora-{os.getpid()}"
+    try:
+        tune("adamergex", lora_trio, distance_objective(lora_trio), n_trials=3, storage=url, study_name=name)
+        result = tune("adamergex", lora_trio, distance_objective(lora_trio), n_trials=5, storage=url, study_name=name)
+        assert result.n_trials == 5
+    finally:
+        optuna.delete_study(study_name=name, storage=url)
