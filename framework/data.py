@@ -1,0 +1,538 @@
+"""One ``LightningDataModule`` for any registered task: tokenisation, packing, masking and collation.
+
+:class:`TaskDataModule` loads a task's examples (Hub or local ``data_files``) through the task contract
+(:mod:`adamergex.task`), turns them into token ids for one training *objective*, and serves them in a seeded,
+deterministic order. The objective follows from the model being trained:
+
+==========================  =====================  ====================================================
+objective                   task kinds             what one training item is
+==========================  =====================  ====================================================
+``causal_lm``               ``language_modeling``  documents packed end to end (EOS between) into chunks of
+                                                   ``max_length`` tokens; loss on every token
+``causal_lm``               other kinds            ``prompt`` + ``target`` (or ``choices[label]``) + EOS;
+                                                   labels ``-100`` on the prompt, loss on the target only
+``masked_lm``               ``language_modeling``  packed chunks wrapped in CLS/SEP, 15% of tokens selected
+                                                   (80% mask / 10% random / 10% kept); labels only there
+``sequence_classification`` ``classification``     ``(Example.text, Example.text_pair)`` → ``Example.label``
+``seq2seq_lm``              other kinds            encoder input ``prompt``, decoder labels ``target``
+==========================  =====================  ====================================================
+
+Order and sharding (what makes runs repeatable): training batches are drawn from one endless stream, the
+concatenation of seeded permutations of the training set (permutation ``e`` uses seed ``seed + e``, as
+``torch.utils.data.DistributedSampler`` does). Micro-batch ``k`` of the whole run is stream positions
+``[k·B, (k+1)·B)`` with ``B`` the global micro-batch (per-device batch × world size); rank ``r`` takes its
+``r``-th contiguous slice. Hence one process with batch ``B`` and ``n`` processes with batch ``B/n`` see the same
+examples in every optimiser step, and a resumed run continues at micro-batch ``global_step × accumulation``.
+Training length is therefore always counted in optimiser steps (``max_steps``), never epochs.
+MLM masking is static, drawn once per chunk from ``(seed, chunk index)``, for the same reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .errors import ConfigError
+from .task import DataFiles, Example, Task, get_task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "OBJECTIVES",
+    "Collator",
+    "EncodedDataset",
+    "Objective",
+    "StreamBatchSampler",
+    "TaskDataModule",
+    "data_fingerprint",
+    "encode_examples",
+    "mask_tokens",
+    "pack_token_ids",
+]
+
+Objective = Literal["causal_lm", "masked_lm", "sequence_classification", "seq2seq_lm"]
+OBJECTIVES: tuple[str, ...] = ("causal_lm", "masked_lm", "sequence_classification", "seq2seq_lm")
+IGNORE_INDEX = -100
+
+
+# -- encoding ----------------------------------------------------------------------------------------------------
+def pack_token_ids(docs: Sequence[Sequence[int]], chunk_length: int, separator: int | None) -> np.ndarray:
+    """Documents joined end to end (``separator`` after each non-empty one) and cut into ``(n, chunk_length)``.
+
+    The final partial chunk is dropped, so no chunk is padded. This deliberately duplicates
+    ``adamergex.tasks._packing.pack`` (framework/ never imports from tasks/) and returns an array instead of
+    lists, which matters for Wikipedia-sized corpora.
+    """
+    if chunk_length <= 0:
+        raise ConfigError(f"chunk length must be a positive number of tokens, got {chunk_length}")
+    parts: list[np.ndarray] = []
+    for ids in docs:
+        if len(ids) == 0:
+            continue
+        parts.append(np.asarray(ids, dtype=np.int64))
+        if separator is not None:
+            parts.append(np.asarray([separator], dtype=np.int64))
+    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    usable = len(stream) - len(stream) % chunk_length
+    return stream[:usable].reshape(-1, chunk_length)
+
+
+def mask_tokens(
+    ids: np.ndarray, *, mask_id: int, vocab_size: int, special_ids: Sequence[int], probability: float,
+    generator: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """BERT masking of one sequence: ``(input_ids, labels)`` with labels ``-100`` except at selected positions.
+
+    Each non-special token is selected with ``probability``; a selected token becomes ``mask_id`` (80%), a random
+    token (10%) or stays (10%). At least one token is selected so every chunk contributes to the loss.
+    """
+    candidates = ~np.isin(ids, np.asarray(list(special_ids), dtype=np.int64))
+    selected = (generator.random(ids.shape) < probability) & candidates
+    if not selected.any() and candidates.any():
+        selected[generator.choice(np.flatnonzero(candidates))] = True
+    labels = np.where(selected, ids, IGNORE_INDEX)
+    out = ids.copy()
+    roll = generator.random(ids.shape)
+    out[selected & (roll < 0.8)] = mask_id
+    random_pos = selected & (roll >= 0.8) & (roll < 0.9)
+    out[random_pos] = generator.integers(0, vocab_size, size=int(random_pos.sum()))
+    return out, labels
+
+
+def _target_of(example: Example, task_name: str) -> str:
+    if example.target:
+        return example.target
+    if example.choices and example.label is not None:
+        return example.choices[example.label]
+    raise ConfigError(
+        f"task {task_name!r} gave an example with neither a target nor choices and a label; a decoder needs "
+        "one of them to train on (was the label missing from the data?)"
+    )
+
+
+def _tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, special: bool) -> list[list[int]]:
+    out: list[list[int]] = []
+    for i in range(0, len(texts), 1000):  # batched calls keep fast tokenizers fast on large corpora
+        out.extend(tokenizer(list(texts[i : i + 1000]), add_special_tokens=special)["input_ids"])
+    return out
+
+
+def encode_examples(
+    examples: Sequence[Example],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    objective: Objective,
+    task_kind: str,
+    task_name: str = "task",
+    max_length: int = 512,
+    seed: int = 0,
+    mlm_probability: float = 0.15,
+) -> list[dict[str, Any]]:
+    """Token ids for ``objective`` (see the module table); one dict of numpy arrays / ints per training item.
+
+    Raises:
+        ConfigError: the objective cannot train on this task kind, an example lacks what the objective needs,
+            the tokenizer lacks a needed special token, or the text is too short for one packed chunk.
+    """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {objective!r}; available: {', '.join(OBJECTIVES)}")
+    if max_length < 2:
+        raise ConfigError(f"max_length must be at least 2 tokens, got {max_length}")
+    lm = task_kind == "language_modeling"
+    if objective == "masked_lm" and not lm:
+        raise ConfigError(f"a masked LM trains on language_modeling tasks only; task {task_name!r} is {task_kind!r}")
+    if objective == "sequence_classification" and task_kind != "classification":
+        raise ConfigError(
+            f"a sequence classifier trains on classification tasks only; task {task_name!r} is {task_kind!r}"
+        )
+    if objective == "seq2seq_lm" and lm:
+        raise ConfigError(f"seq2seq models train on prompt/target tasks; task {task_name!r} is language_modeling")
+
+    if objective == "causal_lm" and lm:
+        eos = tokenizer.eos_token_id
+        docs = _tokenize(tokenizer, [e.prompt for e in examples], special=False)
+        chunks = pack_token_ids(docs, max_length, eos)
+        _check_chunks(chunks, docs, max_length, task_name)
+        return [{"input_ids": c} for c in chunks]
+
+    if objective == "masked_lm":
+        if tokenizer.mask_token_id is None:
+            raise ConfigError("masked LM training needs a tokenizer with a mask token; this tokenizer has none")
+        cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        inner = max_length - (cls is not None) - (sep is not None)
+        docs = _tokenize(tokenizer, [e.prompt for e in examples], special=False)
+        chunks = pack_token_ids(docs, inner, sep)
+        _check_chunks(chunks, docs, max_length, task_name)
+        specials = [int(i) for i in tokenizer.all_special_ids]
+        items = []
+        for index, chunk in enumerate(chunks):
+            ids = np.concatenate([[cls] if cls is not None else [], chunk, [sep] if sep is not None else []])
+            rng = np.random.default_rng([seed, index])
+            masked, labels = mask_tokens(
+                ids.astype(np.int64), mask_id=int(tokenizer.mask_token_id), vocab_size=len(tokenizer),
+                special_ids=specials, probability=mlm_probability, generator=rng,
+            )
+            items.append({"input_ids": masked, "labels": labels})
+        return items
+
+    if objective == "sequence_classification":
+        items = []
+        for i, e in enumerate(examples):
+            if e.text is None or e.label is None:
+                missing = "text" if e.text is None else "label"
+                raise ConfigError(
+                    f"task {task_name!r} example {i} has no Example.{missing}; encoder classification needs "
+                    "Example.text (and optionally text_pair) and Example.label"
+                )
+            enc = tokenizer(e.text, e.text_pair, truncation=True, max_length=max_length)
+            item: dict[str, Any] = {"input_ids": np.asarray(enc["input_ids"], dtype=np.int64), "labels": int(e.label)}
+            if "token_type_ids" in enc:
+                item["token_type_ids"] = np.asarray(enc["token_type_ids"], dtype=np.int64)
+            items.append(item)
+        return items
+
+    targets = [_target_of(e, task_name) for e in examples]
+    prompts = [e.prompt for e in examples]
+    if objective == "seq2seq_lm":
+        items = []
+        for p, t in zip(prompts, targets):
+            src = tokenizer(p, truncation=True, max_length=max_length)["input_ids"]
+            tgt = tokenizer(text_target=t, truncation=True, max_length=max_length)["input_ids"]
+            items.append({"input_ids": np.asarray(src, dtype=np.int64), "labels": np.asarray(tgt, dtype=np.int64)})
+        return items
+
+    # causal_lm on prompt/target: prompt and target tokenised apart so the boundary is exact, as scoring does.
+    eos = tokenizer.eos_token_id
+    prompt_ids = _tokenize(tokenizer, prompts, special=True)
+    target_ids = _tokenize(tokenizer, targets, special=False)
+    items = []
+    for p, t in zip(prompt_ids, target_ids):
+        t = list(t) + ([eos] if eos is not None else [])
+        t = t[:max_length]
+        p = list(p)[-(max_length - len(t)) :] if len(t) < max_length else []  # keep the end of a long prompt
+        ids = np.asarray(p + t, dtype=np.int64)
+        labels = np.asarray([IGNORE_INDEX] * len(p) + t, dtype=np.int64)
+        items.append({"input_ids": ids, "labels": labels})
+    return items
+
+
+def _check_chunks(chunks: np.ndarray, docs: Sequence[Sequence[int]], length: int, task_name: str) -> None:
+    if len(chunks) == 0:
+        total = sum(len(d) for d in docs)
+        raise ConfigError(
+            f"task {task_name!r}: the training text has {total} tokens, fewer than one chunk of {length}; "
+            "give more text or lower max_length"
+        )
+
+
+def data_fingerprint(items: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) -> str:
+    """SHA-256 over ``header`` (objective, tokenizer, lengths) and every item's arrays, in order."""
+    h = hashlib.sha256(json.dumps(dict(header), sort_keys=True, default=str).encode())
+    for item in items:
+        for key in sorted(item):
+            value = np.asarray(item[key], dtype=np.int64)
+            h.update(f"{key}|{value.shape}|".encode())
+            h.update(value.tobytes())
+    return h.hexdigest()
+
+
+# -- datasets, order, collation ---------------------------------------------------------------------------------
+class EncodedDataset(Dataset[dict[str, Any]]):
+    """Encoded items held in memory."""
+
+    def __init__(self, items: Sequence[dict[str, Any]]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.items[index]
+
+
+class StreamBatchSampler(Sampler[list[int]]):
+    """Endless seeded batches for one rank (see the module docstring for the order and sharding contract).
+
+    Args:
+        size: Number of training items.
+        batch_size: Items per batch on this rank.
+        world_size: Number of ranks sharing each global micro-batch.
+        rank: This rank.
+        seed: Seed of permutation 0 (permutation ``e`` uses ``seed + e``).
+        start: Global micro-batch index to start at (resumption).
+    """
+
+    def __init__(self, size: int, batch_size: int, *, world_size: int = 1, rank: int = 0, seed: int = 0,
+                 start: int = 0) -> None:
+        if size <= 0:
+            raise ConfigError("the training set is empty")
+        self.size, self.batch_size, self.world_size, self.rank = size, batch_size, world_size, rank
+        self.seed, self.start = seed, start
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _index(self, position: int) -> int:
+        epoch, offset = divmod(position, self.size)
+        if epoch not in self._perms:
+            self._perms = {epoch: torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))}
+        return int(self._perms[epoch][offset])
+
+    def batch(self, k: int) -> list[int]:
+        """Item indices of this rank's part of global micro-batch ``k``."""
+        first = (k * self.world_size + self.rank) * self.batch_size
+        return [self._index(p) for p in range(first, first + self.batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k = self.start
+        while True:
+            yield self.batch(k)
+            k += 1
+
+
+@dataclass
+class Collator:
+    """Pads a list of items into a batch of tensors (right padding; labels padded with ``-100``)."""
+
+    pad_id: int = 0
+    pad_to_multiple_of: int | None = None
+    """Round padded lengths up to a multiple of this (8 helps tensor cores); ``None`` pads to the longest."""
+
+    def _pad(self, seqs: Sequence[np.ndarray], value: int) -> torch.Tensor:
+        n = max(len(s) for s in seqs)
+        if self.pad_to_multiple_of:
+            n = math.ceil(n / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        out = torch.full((len(seqs), n), value, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        return out
+
+    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = [np.asarray(it["input_ids"]) for it in items]
+        if "labels" not in items[0]:  # packed causal LM: equal lengths, no padding, labels are the inputs
+            input_ids = torch.as_tensor(np.stack(ids), dtype=torch.long)
+            return {"input_ids": input_ids, "labels": input_ids.clone()}
+        batch = {"input_ids": self._pad(ids, self.pad_id)}
+        lengths = torch.as_tensor([len(s) for s in ids])
+        batch["attention_mask"] = (torch.arange(batch["input_ids"].shape[1])[None, :] < lengths[:, None]).long()
+        if "token_type_ids" in items[0]:
+            batch["token_type_ids"] = self._pad([np.asarray(it["token_type_ids"]) for it in items], 0)
+        if isinstance(items[0]["labels"], int):
+            batch["labels"] = torch.as_tensor([it["labels"] for it in items], dtype=torch.long)
+        else:
+            batch["labels"] = self._pad([np.asarray(it["labels"]) for it in items], IGNORE_INDEX)
+        return batch
+
+
+# -- the DataModule ----------------------------------------------------------------------------------------------
+class TaskDataModule(pl.LightningDataModule):
+    """Training (and optional validation) data of a registered task in one or more languages.
+
+    Args:
+        task: Registered task name or a task instance.
+        language: Language code, or several (their examples are concatenated in the order given).
+        tokenizer: Tokenizer of the model (may arrive later through :meth:`connect`).
+        objective: Training objective (see the module table; may arrive through :meth:`connect`).
+        data_files: Local files in the task's schema instead of the Hub (one path, or paths per split). With
+            several languages, a mapping from language to such a value.
+        batch_size: Items per device per micro-batch.
+        max_length: Tokens per item (chunk length for language modelling); ``None``: the task's
+            ``chunk_length`` if it has one, else 512.
+        train_split: Split to train on.
+        val_split: Split to validate on (``None``: no validation).
+        limit: Keep a seeded random subset of this many raw training examples per language.
+        val_limit: The same for validation.
+        seed: Seeds the subset, the order and MLM masking.
+        mlm_probability: Masking rate; ``None``: the task's ``mlm_probability`` if it has one, else 0.15.
+        pad_to_multiple_of: See :class:`Collator`.
+        num_workers: DataLoader worker processes (items are pre-tokenised, so 0 is usually enough).
+        task_options: Field overrides when ``task`` is a name (``get_task(name, **task_options)``).
+
+    Raises:
+        UnknownNameError: unknown task, language or split (listing the known ones).
+        ConfigError: a bad option; on :meth:`setup`, a data file lacking a column the task needs.
+    """
+
+    def __init__(
+        self,
+        task: str | Task = "",
+        language: str | Sequence[str] = "",
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        objective: Objective | None = None,
+        data_files: DataFiles | Mapping[str, DataFiles] | None = None,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        train_split: str = "train",
+        val_split: str | None = None,
+        limit: int | None = None,
+        val_limit: int | None = None,
+        seed: int = 0,
+        mlm_probability: float | None = None,
+        pad_to_multiple_of: int | None = None,
+        num_workers: int = 0,
+        task_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.task: Task = get_task(task, **dict(task_options or {})) if isinstance(task, str) else task
+        self.languages: tuple[str, ...] = (language,) if isinstance(language, str) else tuple(language)
+        if not self.languages:
+            raise ConfigError(f"language must name at least one language; task {self.task.name!r} has: "
+                              f"{', '.join(self.task.languages)}")
+        for lang in self.languages:
+            self.task.check_language(lang)
+        for split in (train_split, val_split):
+            if split is not None:
+                Task.check_split(split)
+        if batch_size <= 0:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+        self.tokenizer = tokenizer
+        self.objective = objective
+        self.data_files = data_files
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.train_split, self.val_split = train_split, val_split
+        self.limit, self.val_limit = limit, val_limit
+        self.seed = seed
+        self.mlm_probability = mlm_probability
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.num_workers = num_workers
+        self.train_set: EncodedDataset | None = None
+        self.val_set: EncodedDataset | None = None
+        self.fingerprint: str = ""
+        self.label_counts: dict[int, int] = {}
+
+    def connect(
+        self,
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        objective: Objective | None = None,
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """Late settings that depend on the model (Lightning-AI/litgpt ``DataModule.connect``); before setup."""
+        if self.train_set is not None:
+            raise ConfigError("connect() must be called before setup(); the data is already encoded")
+        self.tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        self.objective = objective if objective is not None else self.objective
+        self.batch_size = batch_size if batch_size is not None else self.batch_size
+        self.max_length = max_length if max_length is not None else self.max_length
+        self.seed = seed if seed is not None else self.seed
+
+    # -- resolved settings ------------------------------------------------------------------------------------
+    @property
+    def resolved_max_length(self) -> int:
+        if self.max_length is not None:
+            return self.max_length
+        if self.task.kind == "language_modeling":
+            return int(getattr(self.task, "chunk_length", 512))
+        return 512
+
+    @property
+    def resolved_mlm_probability(self) -> float:
+        if self.mlm_probability is not None:
+            return self.mlm_probability
+        return float(getattr(self.task, "mlm_probability", 0.15))
+
+    def _files_for(self, language: str) -> DataFiles | None:
+        files = self.data_files
+        if files is None or isinstance(files, str) or len(self.languages) == 1:
+            return files  # type: ignore[return-value]
+        if language not in files:
+            raise ConfigError(f"data_files has no entry for language {language!r}; it has {sorted(files)}")
+        return files[language]  # type: ignore[no-any-return]
+
+    def load_examples(self, split: str, limit: int | None) -> list[Example]:
+        """Formatted examples of ``split`` in every language of the module, in language order."""
+        out: list[Example] = []
+        for lang in self.languages:
+            ds = self.task.load(lang, split, data_files=self._files_for(lang), limit=limit, seed=self.seed)
+            out.extend(self.task.format(row) for row in ds)
+        if not out:
+            raise ConfigError(f"task {self.task.name!r} has no {split!r} examples for {', '.join(self.languages)}")
+        return out
+
+    def _encode(self, examples: Sequence[Example], *, seed: int) -> list[dict[str, Any]]:
+        if self.tokenizer is None or self.objective is None:
+            raise ConfigError("TaskDataModule needs a tokenizer and an objective (pass them or call connect())")
+        return encode_examples(
+            examples, tokenizer=self.tokenizer, objective=self.objective, task_kind=self.task.kind,
+            task_name=self.task.name, max_length=self.resolved_max_length, seed=seed,
+            mlm_probability=self.resolved_mlm_probability,
+        )
+
+    # -- Lightning hooks -------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Load, format and encode the data (once; later calls do nothing)."""
+        if self.train_set is not None:
+            return
+        examples = self.load_examples(self.train_split, self.limit)
+        items = self._encode(examples, seed=self.seed)
+        self.train_set = EncodedDataset(items)
+        if self.objective == "sequence_classification":
+            self.label_counts = dict(sorted(Counter(int(it["labels"]) for it in items).items()))
+        assert self.tokenizer is not None
+        header = {
+            "task": self.task.name, "languages": list(self.languages), "split": self.train_split,
+            "objective": self.objective, "max_length": self.resolved_max_length,
+            "tokenizer": type(self.tokenizer).__name__, "vocab_size": len(self.tokenizer),
+        }
+        self.fingerprint = data_fingerprint(items, header)
+        if self.val_split is not None:
+            val = self.load_examples(self.val_split, self.val_limit)
+            self.val_set = EncodedDataset(self._encode(val, seed=self.seed + 1))
+
+    @property
+    def collator(self) -> Collator:
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else None
+        if pad is None and tok is not None:
+            pad = tok.eos_token_id  # decoders often lack a pad token; padded positions are masked anyway
+        return Collator(pad_id=int(pad or 0), pad_to_multiple_of=self.pad_to_multiple_of)
+
+    def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        """Endless batches for this rank, starting where the trainer's restored step count says (resumption).
+
+        Shards by itself (see the module docstring): build the ``Trainer`` with
+        ``use_distributed_sampler=False``.
+        """
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        trainer = self.trainer
+        world, rank, start = 1, 0, 0
+        if trainer is not None:
+            world, rank = trainer.world_size, trainer.global_rank
+            start = trainer.global_step * trainer.accumulate_grad_batches
+        sampler = StreamBatchSampler(len(self.train_set), self.batch_size, world_size=world, rank=rank,
+                                     seed=self.seed, start=start)
+        return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collator,
+                          num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        if self.val_set is None:
+            raise ConfigError("no validation split was requested (pass val_split)")
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        indices = list(range(rank, len(self.val_set), world))
+        batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+        return DataLoader(self.val_set, batch_sampler=batches, collate_fn=self.collator,
+                          num_workers=self.num_workers)
+
+    def steps_per_epoch(self, *, world_size: int = 1, accumulate: int = 1) -> int:
+        """Optimiser steps that see every training item about once."""
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        return max(1, math.ceil(len(self.train_set) / (self.batch_size * world_size * accumulate)))
+
