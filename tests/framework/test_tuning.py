@@ -95,3 +95,33 @@ def test_two_workers_share_one_postgres_study(lora_trio: dict[str, Any]) -> None
         assert result.n_trials == 5
     finally:
         optuna.delete_study(study_name=name, storage=url)
+
+
+def test_evaluation_objective_tunes_a_real_merge_end_to_end(tmp_path: Path) -> None:
+    """Merge → attach → harness score on local XNLI-schema data, per trial, with the split recorded."""
+    from peft import LoraConfig, get_peft_model
+
+    from adamergex.io import state_from_peft_model
+    from adamergex.tiny import tiny_llama, train_tokenizer
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "xnli"
+    texts = [line for p in fixtures.glob("*.jsonl") for line in p.read_text(encoding="utf-8").splitlines()]
+    tok = train_tokenizer(texts + ["True Neither False Question: Answer:"], vocab_size=300)
+
+    def adapter(seed: int) -> Any:
+        model = get_peft_model(tiny_llama(len(tok), name_or_path="tiny-xnli"),
+                               LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn(p.shape, generator=g))
+        return state_from_peft_model(model)
+
+    trio = {"task": adapter(1), "ref_source": adapter(2), "ref_target": adapter(3)}
+    model = tiny_llama(len(tok), name_or_path="tiny-xnli")
+    objective = evaluation_objective(model, tok, "xnli", ["zh"], data_files={"zh": {"validation": str(fixtures / "zh_validation.jsonl")}})
+    result = tune("adamergex", trio, objective, n_trials=2, record={"split": "validation"})
+    assert 0.0 <= result.best_value <= 1.0 and result.n_trials == 2
+    assert result.record["split"] == "validation"
+    assert not hasattr(model, "peft_config")  # the harness detached the adapter after each trial
