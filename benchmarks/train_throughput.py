@@ -95,8 +95,10 @@ def plain_loop(model: Any, loss_fn: Callable[[dict[str, torch.Tensor]], torch.Te
                device: torch.device, bf16: bool, steps: int, warmup: int, lr: float) -> float:
     """Seconds for ``steps`` optimiser steps after ``warmup`` ones."""
     params = [q for q in model.parameters() if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, fused=device.type == "cuda" or None)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    opt = torch.optim.AdamW(params, lr=lr, foreach=True)  # as AdapterTrainingModule.configure_optimizers
+    # as Lightning's bf16-mixed (cache_enabled=False), so compiled blocks are shared with the Lightning path
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False) if bf16 else (
+        contextlib.nullcontext())
     model.train()
     it = iter(loader)
     start = 0.0
@@ -140,6 +142,37 @@ def lightning_run(module: Any, loader: Any, device: torch.device, bf16: bool, st
     return timer.end - timer.start
 
 
+def profile_steps(model: Any, module: Any, loader: Any, device: torch.device, bf16: bool) -> dict[str, float]:
+    """Device time per kernel class over 3 steps (ms per step), printed with the top kernels."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        seconds = plain_loop(model, module, loader, device, bf16, 3, 0, 1e-4)
+    kind = DeviceType.CUDA if device.type == "cuda" else DeviceType.CPU
+    events = [e for e in prof.key_averages() if e.device_type == kind]
+
+    def self_time(e: Any) -> float:  # microseconds
+        return float(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cpu_time_total", 0) or 0)
+
+    classes = {"matmul": ("gemm", "cutlass", "xmma", "nvjet", "cublas", "addmm", "mm"),
+               "attention": ("flash", "fmha", "attention", "sdpa"), "triton (fused)": ("triton",),
+               "optimizer": ("adam", "multi_tensor", "foreach")}
+    totals = dict.fromkeys([*classes, "other"], 0.0)
+    for e in events:
+        name = e.key.lower()
+        cls = next((c for c, keys in classes.items() if any(k in name for k in keys)), "other")
+        totals[cls] += self_time(e) / 3 / 1000
+    busy = sum(totals.values())
+    step_ms = seconds / 3 * 1000
+    print(f"profile: {step_ms:.1f} ms/step wall, {busy:.1f} ms/step device-busy; " + ", ".join(
+        f"{c} {v:.1f} ms" for c, v in totals.items()), flush=True)
+    for e in sorted(events, key=self_time, reverse=True)[:12]:
+        print(f"  {self_time(e) / 3 / 1000:7.2f} ms/step  x{e.count // 3:<4} {e.key[:110]}", flush=True)
+    return {"step_ms": step_ms, "busy_ms": busy, **{f"{c}_ms": v for c, v in totals.items()}}
+
+
 @contextlib.contextmanager
 def reported(name: str, results: dict[str, Any]) -> Iterator[None]:
     """Run one path; a failure is printed and recorded instead of ending the benchmark."""
@@ -165,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--peak-tflops", type=float, help="bf16 dense peak of the device, for MFU")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (default 1: on shared machines OpenMP spinning distorts tiny models)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the paths, profile 3 steps of the adamergex loss path and print where time goes")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
 
@@ -232,14 +267,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             elif path == "lightning_eager":
                 module = AdapterTrainingModule(peft_model, "causal_lm", lr=1e-4, compile=False)
                 record(path, lightning_run(module, loader, device, bf16, steps, warmup))
+                results[path]["fused_loss"] = module._fused
             elif path == "lightning":
                 module = AdapterTrainingModule(peft_model, "causal_lm", lr=1e-4, compile=compile_)
                 t0 = time.perf_counter()
                 record(path, lightning_run(module, loader, device, bf16, steps, warmup))
                 results[path]["wall_with_warmup_s"] = time.perf_counter() - t0
+                results[path]["fused_loss"] = module._fused
             elif path == "plain_same":
                 module = AdapterTrainingModule(peft_model, "causal_lm", lr=1e-4, compile=compile_).to(device)
                 record(path, plain_loop(peft_model, module, loader, device, bf16, steps, warmup, 1e-4))
+
+    if args.profile:
+        reset()
+        with reported("profile", results):
+            module = AdapterTrainingModule(peft_model, "causal_lm", lr=1e-4, compile=compile_).to(device)
+            plain_loop(peft_model, module, loader, device, bf16, 2, 1, 1e-4)  # compiled variants ready
+            results["profile"] = profile_steps(peft_model, module, loader, device, bf16)
 
     def rate(path: str) -> float | None:
         return results.get(path, {}).get("tokens_per_s")

@@ -218,12 +218,11 @@ def encode_examples(
     prompt_ids = _tokenize(tokenizer, prompts, special=True)
     target_ids = _tokenize(tokenizer, targets, special=False)
     items = []
-    for p, t in zip(prompt_ids, target_ids):
-        t = list(t) + ([eos] if eos is not None else [])
-        t = t[:max_length]
-        p = list(p)[-(max_length - len(t)) :] if len(t) < max_length else []  # keep the end of a long prompt
-        ids = np.asarray(p + t, dtype=np.int64)
-        labels = np.asarray([IGNORE_INDEX] * len(p) + t, dtype=np.int64)
+    for p_ids, t_ids in zip(prompt_ids, target_ids):
+        tgt = (list(t_ids) + ([eos] if eos is not None else []))[:max_length]
+        prm = list(p_ids)[-(max_length - len(tgt)) :] if len(tgt) < max_length else []  # keep a long prompt's end
+        ids = np.asarray(prm + tgt, dtype=np.int64)
+        labels = np.asarray([IGNORE_INDEX] * len(prm) + tgt, dtype=np.int64)
         items.append({"input_ids": ids, "labels": labels})
     return items
 
@@ -445,9 +444,9 @@ class TaskDataModule(pl.LightningDataModule):
         return float(getattr(self.task, "mlm_probability", 0.15))
 
     def _files_for(self, language: str) -> DataFiles | None:
-        files = self.data_files
+        files: Any = self.data_files
         if files is None or isinstance(files, str) or len(self.languages) == 1:
-            return files  # type: ignore[return-value]
+            return files  # type: ignore[no-any-return]
         if language not in files:
             raise ConfigError(f"data_files has no entry for language {language!r}; it has {sorted(files)}")
         return files[language]  # type: ignore[no-any-return]

@@ -99,7 +99,7 @@ class TrainingStalledError(FrameworkError, RuntimeError):
 
 
 # -- models, heads and adapters -----------------------------------------------------------------------------------
-def _unwrap(model: nn.Module) -> nn.Module:
+def _unwrap(model: nn.Module) -> Any:
     from peft import PeftModel
 
     return model.get_base_model() if isinstance(model, PeftModel) else model
@@ -147,7 +147,7 @@ def _head_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     base = _unwrap(model)
     emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
     tied = {id(p) for p in emb.parameters()} if emb is not None else set()
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for module_name in head_modules(base):
         for name, p in base.get_submodule(module_name).named_parameters():
             if id(p) not in tied:
@@ -286,7 +286,7 @@ def prepare_model(
                   for i, st in enumerate(stack_on)}
         peft_model = attach(model, Composition(strategy="madx_stack", adapters=frozen, head_from="stack_0"))
         peft_model.add_adapter(adapter_name, config)
-        peft_model.base_model.set_adapter([*frozen, adapter_name])  # marks all of them trainable; undone below
+        peft_model.base_model.set_adapter([*frozen, adapter_name])  # type: ignore[operator]  # marks all of them trainable; undone below
     trainable = 0
     for name, p in peft_model.named_parameters():
         p.requires_grad_(adapter_name in name.split("."))
@@ -362,7 +362,8 @@ def linear_cross_entropy(
 ) -> torch.Tensor:
     """Summed cross-entropy of ``hidden (N, H) @ weight (V, H)ᵀ`` against ``labels (N,)`` (``-100`` ignored),
     never materialising the ``(N, V)`` logits. ``chunk_fn`` may be a compiled :func:`_ce_chunk`."""
-    return _LinearCrossEntropy.apply(hidden, weight, bias, labels, chunk_size, chunk_fn)  # type: ignore[no-any-return]
+    return _LinearCrossEntropy.apply(  # type: ignore[no-untyped-call, no-any-return]
+        hidden, weight, bias, labels, chunk_size, chunk_fn)
 
 
 def _head_cross_entropy(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -397,7 +398,7 @@ def _repeated_blocks(model: nn.Module) -> nn.ModuleList | None:
 
 def _rng_states() -> dict[str, Any]:
     """RNG states in types ``torch.load(weights_only=True)`` accepts (tensors, lists, numbers, strings)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
     states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss],
                               "numpy": [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached]}
@@ -513,12 +514,16 @@ class AdapterTrainingModule(pl.LightningModule):
         vocab = _unwrap(self.model).config.vocab_size
         device = next(self.model.parameters()).device
         ids = (torch.arange(8, device=device)[None, :] * 7919 + 3) % vocab
+        extra = {"use_cache": False} if self.objective == "causal_lm" else {}
+        # Eager even where blocks are compiled already: a no-grad call would add a compiled variant per block.
+        stance = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else (
+            contextlib.nullcontext())
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad():
-                full = self.model(input_ids=ids).logits.float()
-                mine = head(backbone(input_ids=ids)[0]).float()
+            with torch.no_grad(), stance:
+                full = self.model(input_ids=ids, **extra).logits.float()
+                mine = head(backbone(input_ids=ids, **extra)[0]).float()
         except Exception:  # any model whose parts cannot be called apart keeps the plain path
             return False
         finally:
@@ -635,9 +640,9 @@ class AdapterTrainingModule(pl.LightningModule):
     # -- optimiser --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
-        fused = bool(params) and all(p.is_cuda for p in params)
+        # foreach, not fused: Lightning refuses gradient clipping with optimisers that unscale internally.
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas,
-                                      fused=fused or None)
+                                      foreach=True)
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else int(
             self.trainer.estimated_stepping_batches)
         warmup, kind = self.warmup_steps, self.scheduler
@@ -703,9 +708,9 @@ def _adapter_state(trainer: pl.Trainer, module: AdapterTrainingModule, adapter_n
 
     name = type(trainer.strategy).__name__
     if not (isinstance(trainer.strategy, FSDPStrategy) or name.startswith(("DeepSpeed", "ModelParallel"))):
-        return state_from_peft_model(module.model, adapter_name=adapter_name)
+        return state_from_peft_model(module.model, adapter_name=adapter_name)  # type: ignore[arg-type]
     full = trainer.strategy.lightning_module_state_dict()  # collective: every rank calls it
-    return _state_from_full_state_dict(module.model, full, adapter_name)
+    return _state_from_full_state_dict(module.model, full, adapter_name)  # type: ignore[arg-type]
 
 
 def _state_from_full_state_dict(peft_model: PeftModel, full: Mapping[str, torch.Tensor], adapter_name: str) -> AdapterState:
@@ -968,8 +973,8 @@ def train_adapter(
     if _train_head:
         for p in model.parameters():
             p.requires_grad_(False)
-        for p in _head_tensors(model).values():
-            p.requires_grad_(True)
+        for tensor in _head_tensors(model).values():
+            tensor.requires_grad_(True)
         net: nn.Module = model
     else:
         net = prepare_model(model, adapter=adapter, adapter_options=adapter_options, objective=objective,
@@ -1038,7 +1043,9 @@ def train_adapter(
                              "weight_decay": weight_decay, "scheduler": scheduler, "warmup_steps": warmup_steps,
                              "gradient_clip": gradient_clip, "precision": precision,
                              "strategy": type(trainer.strategy).__name__, "compile": compile,
-                             "attempts": attempts, "framework": _versions()},
+                             "attempts": attempts, "framework": _versions(),
+                             "validation": {k: float(v) for k, v in trainer.callback_metrics.items()
+                                            if k.startswith("val/")}},
                 "head": head_info,
                 "stack_on": [{"kind": s.kind, "language": s.language, "task": s.task, "sha256": s.fingerprint()}
                              for s in stacked],
@@ -1079,11 +1086,9 @@ def _describe_source(data_files: DataFiles | None, task: Task) -> Any:
 
 
 def _versions() -> dict[str, str]:
-    import peft
-    import transformers
+    from importlib.metadata import version
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "lightning": pl.__version__}
+    return {name: version(name) for name in ("torch", "transformers", "peft", "lightning")}
 
 
 def train_reference_head(

@@ -181,6 +181,7 @@ def test_classifier_saves_head_and_pooler_so_a_fresh_load_reproduces_it(tok: Any
     keys = set(state.saved_modules)
     assert any("classifier" in k for k in keys) and any("pooler" in k for k in keys)
     assert state.metadata["head"] == {"policy": "trained_with_adapter", "modules": ["classifier", "bert.pooler"]}
+    assert state.metadata["training"]["validation"]["val/accuracy"] > 0.9
     attempt = state.metadata["training"]["attempts"][-1]
     assert attempt["checked"] and not attempt["stalled"] and attempt["final_loss"] < attempt["baseline_loss"]
 
@@ -340,6 +341,19 @@ def test_cli_trains_from_yaml_with_flag_overrides(tok: Any, lm_file: Path, tmp_p
     assert main(["train", "--model", str(model_dir), "--task", "toy_lm", "--language", "xx", "--output",
                  str(tmp_path / "o2")]) == 2
     assert "no language 'xx'; available: en, fr" in capsys.readouterr().err
+
+
+# -- benchmark ------------------------------------------------------------------------------------------------------
+def test_benchmark_cpu_preset_runs_and_prints_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "benchmarks/train_throughput.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    summary = bench.main(["--device", "cpu", "--preset", "tiny", "--steps", "2", "--warmup", "1"])
+    assert summary["ratio_lightning_over_plain"] > 0 and summary["paths"]["lightning"]["fused_loss"]
+    assert "ratio lightning / plain =" in capsys.readouterr().out
 
 
 # -- DDP --------------------------------------------------------------------------------------------------------------
