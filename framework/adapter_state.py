@@ -108,7 +108,11 @@ class AdapterState:
     def check_finite(self, where: str = "adapter") -> None:
         """Raise :class:`NumericalError` naming the first module whose tensors hold NaN or Inf."""
         for name, t in self.tensors():
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            # One pass: a float64 sum is finite iff every entry is (float32/bf16 values cannot overflow it);
+            # only a non-finite sum pays for the exact element-wise check.
+            if not t.is_floating_point() or bool(torch.isfinite(t.sum(dtype=torch.float64))):
+                continue
+            if not bool(torch.isfinite(t).all()):
                 bad = int((~torch.isfinite(t)).sum())
                 raise NumericalError(f"{where}: tensor {name} must be finite, got {bad} NaN/Inf value(s)")
         for module, s in self.scaling.items():
@@ -125,7 +129,8 @@ class AdapterState:
         for name, t in self.tensors():
             t = t.detach().to("cpu").contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy())  # hashed in place, no copy
         return h.hexdigest()
 
     def summary(self) -> dict[str, Any]:

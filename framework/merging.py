@@ -11,9 +11,10 @@ either back. ``cli_merge`` and ``cli_strategies`` are the ``adamergex merge`` / 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,13 @@ def merge(
     params: Mapping[str, Any] | StrategyConfig | None = None,
     *,
     rank: int | None = None,
+    threads: int | None = 1,
 ) -> MergeResult:
     """Merge ``adapters`` (role → state or PEFT directory) with ``strategy`` and record provenance.
+
+    ``threads`` caps torch's intra-op threads for the merge (restored afterwards; ``None`` leaves them alone).
+    Merging is memory-bound: a second thread gains little, and where cores are shared, OpenMP's waiting
+    threads made element-wise passes 5–50× slower in ``benchmarks/merge_speed.py``.
 
     Raises:
         UnknownNameError: unknown strategy (lists the known ones).
@@ -76,6 +82,32 @@ def merge(
     strat = STRATEGIES.get(strategy) if isinstance(strategy, str) else strategy
     states = {role: _as_state(value, role) for role, value in adapters.items()}
     cfg = strat.make_config(params)
+    if rank is not None:  # refuse before any work is done
+        if strat.output == "stack":
+            raise ConfigError(f"rank applies to merged LoRA adapters; strategy {strat.name!r} returns a composition")
+        kinds = sorted({s.kind for s in states.values()})
+        if not all(hasattr(ADAPTERS.get(k), "compress") for k in kinds):
+            raise ConfigError(f"rank applies to LoRA adapters only; the adapters are {kinds}")
+    with _torch_threads(threads):
+        return _merge(strat, states, cfg, rank)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    import torch
+
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _merge(strat: Strategy, states: dict[str, AdapterState], cfg: StrategyConfig, rank: int | None) -> MergeResult:
     out = strat(states, cfg)
     provenance: dict[str, Any] = {
         "strategy": strat.name,
@@ -84,13 +116,8 @@ def merge(
         "adamergex_version": _version(),
     }
     compression = None
-    if rank is not None:
-        if isinstance(out, Composition):
-            raise ConfigError(f"rank applies to merged LoRA adapters; strategy {strat.name!r} returns a composition")
-        typ = ADAPTERS.get(out.kind)
-        if not hasattr(typ, "compress"):
-            raise ConfigError(f"rank applies to LoRA adapters only; the merged adapter is {out.kind!r}")
-        out, compression = typ.compress(out, rank)
+    if rank is not None and isinstance(out, AdapterState):
+        out, compression = ADAPTERS.get(out.kind).compress(out, rank)
         provenance["compression"] = {k: v for k, v in compression.items() if k != "per_module"}
     if isinstance(out, AdapterState):
         out.metadata["merge"] = {**out.metadata.get("merge", {}), **provenance}

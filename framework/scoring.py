@@ -251,9 +251,11 @@ def _requests(
     return seqs, n_conts, n_bytes
 
 
-def _last_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
-    """Logits ``(B, keep, V)`` of the last ``keep`` positions of a left-padded batch."""
-    params = _forward_params(model)
+def _last_logits(
+    model: Any, params: set[str], input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int
+) -> torch.Tensor:
+    """Logits ``(B, keep, V)`` of the last ``keep`` positions of a left-padded batch (``params``: the named
+    parameters of the model's ``forward``)."""
     kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
     if "position_ids" in params:  # left padding: positions count real tokens only
         kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -267,6 +269,9 @@ def _last_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
     return logits[:, -keep:]
 
 
+_LOGSOFTMAX_ELEMENTS = 2**26  # float32 elements per log-softmax chunk (256 MiB), so long windows fit
+
+
 def _score_sequences(
     model: Any, seqs: Sequence[list[int]], n_conts: Sequence[int], *, pad_id: int, batch_size: int,
     progress: str | None,
@@ -275,6 +280,7 @@ def _score_sequences(
     import torch
 
     device = _device(model)
+    params = _forward_params(model)
     out = [0.0] * len(seqs)
     batches = _batches([len(s) for s in seqs], batch_size)
     with _progress(len(batches), progress) as bar:
@@ -282,16 +288,22 @@ def _score_sequences(
             input_ids = _pad([seqs[i] for i in idx], pad_id, left=True, device=device)  # (B, T)
             mask = _pad([[1] * len(seqs[i]) for i in idx], 0, left=True, device=device)  # (B, T)
             k = max(n_conts[i] for i in idx)
-            logits = _last_logits(model, input_ids, mask, k + 1)[:, :-1]  # (B, k, V): predicts the last k tokens
+            logits = _last_logits(model, params, input_ids, mask, k + 1)[:, :-1]  # (B, k, V): the last k tokens
             targets = input_ids[:, -k:]  # (B, k)
             n = torch.tensor([n_conts[i] for i in idx], device=device)
             valid = torch.arange(k, device=device)[None, :] >= (k - n)[:, None]  # (B, k) continuation positions
-            picked = logits[valid].float()  # (N, V), N = continuation tokens in the batch
-            token_lp = picked.gather(-1, targets[valid][:, None]).squeeze(-1) - picked.logsumexp(-1)  # (N,)
-            rows = torch.arange(len(idx), device=device)[:, None].expand(-1, k)[valid]  # (N,)
+            rows, cols = valid.nonzero(as_tuple=True)  # (N,) each, N = continuation tokens in the batch
+            gold = targets[rows, cols]  # (N,)
+            token_lp = torch.empty(len(rows), device=device, dtype=torch.float32)  # (N,)
+            chunk = max(1, _LOGSOFTMAX_ELEMENTS // logits.shape[-1])
+            for s in range(0, len(rows), chunk):
+                picked = logits[rows[s : s + chunk], cols[s : s + chunk]].float()  # (c, V)
+                token_lp[s : s + chunk] = (
+                    picked.gather(-1, gold[s : s + chunk, None]).squeeze(-1) - picked.logsumexp(-1)
+                )
             sums = torch.zeros(len(idx), device=device, dtype=torch.float64).index_add_(0, rows, token_lp.double())
-            for j, i in enumerate(idx):
-                out[i] = float(sums[j])
+            for i, value in zip(idx, sums.tolist()):
+                out[i] = value
             bar.update(1)
     return out
 

@@ -30,7 +30,7 @@ from ..adapter_state import AdapterState
 from ..errors import AdapterFormatError, ConfigError, IncompatibleAdaptersError
 from ..registry import ADAPTERS
 from ._common import collect_terms, with_task_parts
-from ._lowrank import factored_svd, truncate
+from ._lowrank import Method, truncate_factored
 from .base import AdapterType, Term
 
 __all__ = ["LoraAdapter"]
@@ -225,20 +225,23 @@ class LoraAdapter(AdapterType):
         return task.replace(params=params, scaling={m: 1.0 for m in params})
 
     def _concat(self, kept: list[Term], task: AdapterState) -> AdapterState:
+        """``[w₁s₁B₁ | … | wₙsₙBₙ]`` and ``[A₁; …; Aₙ]`` per module, written once into preallocated tensors."""
         dtype = task.dtype
-        device = next(iter(next(iter(task.params.values())).values())).device
         params: dict[str, dict[str, torch.Tensor]] = {}
         for module in task.params:
             a_name, b_name = _factor_names(task.params[module])
-            a_blocks, b_blocks = [], []
-            for state, w in kept:
-                g = state.params[module]
-                a_blocks.append(g[a_name].to(device=device, dtype=dtype))
-                coeff = w * state.scaling[module]
-                b_blocks.append(torch.mul(g[b_name].to(device=device, dtype=torch.float64), coeff).to(dtype))
-            params[module] = {a_name: torch.cat(a_blocks, 0), b_name: torch.cat(b_blocks, 1)}
-        scaling = {m: 1.0 for m in task.params}
-        return task.replace(params=params, scaling=scaling)
+            blocks = [(s.params[module], w * s.scaling[module]) for s, w in kept]
+            ranks = [g[a_name].shape[0] for g, _ in blocks]
+            first = blocks[0][0]
+            a_out = first[a_name].new_empty((sum(ranks), *first[a_name].shape[1:]), dtype=dtype)
+            b_out = first[b_name].new_empty((first[b_name].shape[0], sum(ranks), *first[b_name].shape[2:]), dtype=dtype)
+            offset = 0
+            for (g, coeff), r in zip(blocks, ranks):
+                a_out[offset : offset + r].copy_(g[a_name])
+                torch.mul(g[b_name].to(dtype), coeff, out=b_out[:, offset : offset + r])
+                offset += r
+            params[module] = {a_name: a_out, b_name: b_out}
+        return task.replace(params=params, scaling={m: 1.0 for m in task.params})
 
     def _factor_sum(self, kept: list[Term], task: AdapterState, *, signed_a: bool) -> AdapterState:
         if not kept:
@@ -267,40 +270,37 @@ class LoraAdapter(AdapterType):
 
     # -- compression --------------------------------------------------------------------------------------------
     def compress(
-        self, state: AdapterState, rank: int, *, compute_dtype: torch.dtype = torch.float64
+        self, state: AdapterState, rank: int, *, method: Method = "gram"
     ) -> tuple[AdapterState, dict[str, Any]]:
         """Optimal rank-``rank`` approximation of every module's ``s·B·A`` by the exact factored SVD.
 
         Returns the compressed state (scaling 1) and a report: per module the Frobenius truncation error
         ``‖ΔW − ΔW_k‖_F``, ``‖ΔW‖_F`` and their ratio, plus the maximum and overall relative errors.
+        ``method`` picks how the QR factors are computed (see :mod:`._lowrank`).
         """
         if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
             raise ConfigError(f"rank must be a positive integer, got {rank!r}")
-        groups: dict[tuple[Any, ...], list[str]] = {}
-        for module, g in state.params.items():
-            a_name, b_name = _factor_names(g)
-            groups.setdefault((g[a_name].shape, g[b_name].shape, g[a_name].dtype, a_name), []).append(module)
         params: dict[str, dict[str, torch.Tensor]] = {}
         per_module: dict[str, dict[str, float]] = {}
-        for (a_shape, b_shape, dtype, a_name), modules in groups.items():
-            b_name = "lora_embedding_B" if a_name == "lora_embedding_A" else "lora_B"
-            r = a_shape[0]
-            b = torch.stack([state.params[m][b_name].reshape(b_shape[0], r).to(compute_dtype) * state.scaling[m]
-                             for m in modules])
-            a = torch.stack([state.params[m][a_name].reshape(r, -1).to(compute_dtype) for m in modules])
-            b_k, a_k, err, norm = truncate(factored_svd(b, a), rank)
+        for module, g in state.params.items():
+            a_name, b_name = _factor_names(g)
+            a, b = g[a_name], g[b_name]
+            r = a.shape[0]
+            b_k, a_k, err, norm = truncate_factored(
+                b.reshape(b.shape[0], r) * state.scaling[module], a.reshape(r, -1), rank, method=method
+            )
             k = b_k.shape[-1]
-            for i, m in enumerate(modules):
-                params[m] = {
-                    a_name: a_k[i].reshape(k, *a_shape[1:]).to(dtype).contiguous(),
-                    b_name: b_k[i].reshape(b_shape[0], k, *b_shape[2:]).to(dtype).contiguous(),
-                }
-                e, n = float(err[i]), float(norm[i])
-                per_module[m] = {"error": e, "norm": n, "relative_error": e / n if n > 0 else 0.0}
+            params[module] = {
+                a_name: a_k.reshape(k, *a.shape[1:]).to(a.dtype),
+                b_name: b_k.reshape(b.shape[0], k, *b.shape[2:]).to(b.dtype),
+            }
+            e, n = float(err), float(norm)
+            per_module[module] = {"error": e, "norm": n, "relative_error": e / n if n > 0 else 0.0}
         total_err = math.sqrt(sum(v["error"] ** 2 for v in per_module.values()))
         total_norm = math.sqrt(sum(v["norm"] ** 2 for v in per_module.values()))
         report = {
             "rank": rank,
+            "method": method,
             "max_relative_error": max((v["relative_error"] for v in per_module.values()), default=0.0),
             "relative_error": total_err / total_norm if total_norm > 0 else 0.0,
             "per_module": per_module,

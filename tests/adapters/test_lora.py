@@ -125,3 +125,14 @@ def test_unpaired_factor_is_a_format_error_naming_the_module() -> None:
     del weights[key]
     with pytest.raises(AdapterFormatError, match="must have both lora_A and lora_B"):
         LORA.from_peft(cfg, weights, source="adapter_x")
+
+
+def test_gram_and_householder_qr_routes_agree_and_handle_rank_deficiency() -> None:
+    twice = LORA.merge([(A, 1.0), (make_state("lora", seed=1, rank=4), 0.0), (B, 1.0)])
+    deficient = LORA._concat([(A, 1.0), (A.replace(metadata={"copy": True}), 1.0)], A)  # rank 8 blocks, rank-4 ΔW
+    for state in (twice, deficient):
+        gram, rep_g = LORA.compress(state, 3, method="gram")
+        house, rep_h = LORA.compress(state, 3, method="householder")
+        for m in state.modules:
+            assert torch.allclose(dense(gram, m), dense(house, m), atol=1e-6)
+            assert rep_g["per_module"][m]["error"] == pytest.approx(rep_h["per_module"][m]["error"], rel=1e-6)
