@@ -2,20 +2,15 @@
 
 :func:`evaluate` returns an :class:`EvaluationResult` whose ``scores`` are ``{language: {metric: value}}`` and whose
 ``record`` says exactly what was evaluated (task and its settings, split, seeded subsample, examples and their
-hash, adapter fingerprint, base model, scoring method). How each task kind is scored (see
-:mod:`adamergex.scoring` for the primitives):
+hash, adapter fingerprint, base model, scoring method). How each task kind is scored (the primitives are in
+:mod:`adamergex.scoring`):
 
-=====================================  ==================  ==============================================
-task kind                              decoder (causal LM)  encoder (``*ForSequenceClassification``)
-=====================================  ==================  ==============================================
-``classification``                     log-likelihood of    argmax of the classifier logits on
-                                       each choice          ``(text, text_pair)``
-``multiple_choice``                    log-likelihood       refused (needs a multiple-choice head)
-``generation``                         greedy decoding,     refused
-                                       answer read from
-                                       the continuation
-``language_modeling``                  perplexity           refused
-=====================================  ==================  ==============================================
+* ``classification``: decoders (causal LMs) compare the log-likelihood of each choice after the prompt; encoders
+  (``*ForSequenceClassification``) take the argmax of their logits on ``(text, text_pair)``.
+* ``multiple_choice``: log-likelihood of each choice (decoders only).
+* ``generation``: greedy decoding; the task's ``extract_answer`` reads only the generated continuation
+  (decoders only).
+* ``language_modeling``: perplexity of the texts (causal LMs only).
 
 Classification and multiple-choice metrics are updated with ``(preds, labels)`` as tensors, generation metrics
 with ``(answers, references)`` (one string and one tuple of strings per example). An adapter given to

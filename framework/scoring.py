@@ -402,14 +402,14 @@ def perplexity(
 ) -> tuple[float, int]:
     """``(summed log-probability, predicted tokens)`` of ``texts`` under a causal LM.
 
-    Each text is read after the tokenizer's own leading special tokens (BOS), or EOS where it adds none, in windows of ``max_length`` tokens
-    that overlap by one token, so every text token is predicted exactly once.
+    Each text is read after the tokenizer's own leading special tokens (BOS), or EOS where it adds none, in
+    windows of ``max_length`` tokens that overlap by one token, so every text token is predicted exactly once.
     """
     enc = _Encoder(model, tokenizer)
     max_len = model_max_length(model, tokenizer, max_length)
     seqs: list[list[int]] = []
     for ids in enc.encode(texts):
-        full = (enc.prefix or enc.start) + ids
+        full = enc.start + ids
         for s in range(0, max(1, len(full) - 1), max_len - 1):
             window = full[s : s + max_len]
             if len(window) > 1:

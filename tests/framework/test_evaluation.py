@@ -44,6 +44,16 @@ CORPUS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Any:
+    """One intra-op thread: these models are tiny, and on a busy 2-core machine two threads wait on each other
+    (a tiny forward took 0.5 s with two threads and 0.01 s with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tok() -> Any:
     return train_tokenizer(CORPUS, vocab_size=400)
@@ -183,7 +193,8 @@ def balanced_rows(name: str) -> list[dict[str, Any]]:
                  "choice2": "The pond was deep.", "question": "cause" if i % 2 else "effect", "label": lab}
                 for i in range(4) for lab in range(2)]
     if name == "text_classification":
-        return [{"text": f"Dish {i} was {'good' if lab else 'cold'}.", "label": lab} for i in range(4) for lab in range(2)]
+        return [{"text": f"Dish {i} was {'good' if lab else 'cold'}.", "label": lab}
+                for i in range(4) for lab in range(2)]
     raise AssertionError(name)
 
 
@@ -302,7 +313,8 @@ def test_unknown_task_language_and_split_list_what_exists(tok: Any, toy: Any) ->
     with pytest.raises(ConfigError, match=r"missing \['de'\], given for \['en', 'fr'\]"):
         evaluate(model, tok, toy.task, ["de"], data_files=toy.files, progress=False)
     with pytest.raises(ConfigError, match="normalization must be one of"):
-        evaluate(model, tok, toy.task, ["en"], data_files=toy.files, normalization="mean", progress=False)  # type: ignore[arg-type]
+        evaluate(model, tok, toy.task, ["en"], data_files=toy.files, normalization="mean",  # type: ignore[arg-type]
+                 progress=False)
 
 
 def test_test_split_for_tuning_is_refused_unless_allowed(tok: Any, toy: Any) -> None:

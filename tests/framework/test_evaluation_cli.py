@@ -13,7 +13,9 @@ from adamergex.errors import ConfigError
 from adamergex.evaluation import _parse_data_files
 from adamergex.io import save_adapter
 from adamergex.registry import TASKS
-from tests.framework.test_evaluation import ToyChoiceTask, lora_state, tok, toy_rows, write_jsonl  # noqa: F401
+from tests.framework.test_evaluation import (  # noqa: F401  (fixtures)
+    ToyChoiceTask, lora_state, one_thread, tok, toy_rows, write_jsonl,
+)
 
 
 @pytest.fixture

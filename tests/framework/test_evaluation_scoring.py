@@ -18,7 +18,7 @@ from adamergex.scoring import (
     score_choices,
 )
 from adamergex.task import Example
-from tests.framework.test_evaluation import llama, tok, token_ids  # noqa: F401  (session fixtures)
+from tests.framework.test_evaluation import llama, one_thread, tok, token_ids  # noqa: F401  (fixtures)
 
 PAIRS = [
     ("the cat sat", " on the mat"),
@@ -141,3 +141,24 @@ def test_classify_matches_one_by_one_logits(tok: Any) -> None:
             assert pred == int(model(**enc).logits[0].argmax())
     with pytest.raises(ConfigError, match=r"Example.text, which examples \[0\] lack"):
         classify(model, tok, [Example(prompt="p")])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_batches_score_and_generate_like_single_sequences(dtype: str, tok: Any) -> None:
+    """Left padding with explicit positions and the GPU attention kernels change nothing but rounding."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from adamergex.tiny import tiny_llama
+
+    model = tiny_llama(len(tok), hidden_size=256, layers=4, heads=4, intermediate_size=512, seed=3)
+    model = model.to("cuda", getattr(torch, dtype))
+    single = [loglikelihoods(model, tok, [pair])[0] for pair in PAIRS]
+    batched = loglikelihoods(model, tok, PAIRS, batch_size=16)
+    rel = 1e-5 if dtype == "float32" else 2e-2
+    for (lp_b, n_b), (lp_s, n_s) in zip(batched, single):
+        assert n_b == n_s and lp_b == pytest.approx(lp_s, rel=rel, abs=rel)
+    if dtype == "float32":
+        prompts = [p for p, _ in PAIRS]
+        together = generate_continuations(model, tok, prompts, max_new_tokens=8, batch_size=8)
+        assert together == [generate_continuations(model, tok, [p], max_new_tokens=8)[0] for p in prompts]
