@@ -12,13 +12,14 @@ and best times of ``--repeats`` are printed (on a shared machine the best is the
 The default model is a Llama-shaped decoder built in code (vocabulary 32,000 as Llama-2, 4 layers, width 128), so
 the script runs offline (``--hidden-size``/``--layers`` make it larger); ``--model PATH`` scores a real checkpoint.
 
-Run: ``python benchmarks/eval_throughput.py`` (one to four minutes on a busy 2-core CPU);
+Run: ``python benchmarks/eval_throughput.py --threads 1`` (about a minute on a busy 2-core CPU);
 ``python benchmarks/eval_throughput.py --device cuda --dtype bfloat16 --hidden-size 2048 --layers 16 --examples 512
 --batch-size 32`` (seconds on a GPU). Goal (issue #3): report scoring throughput as a ratio to the bare forward
 over the same tokens. Seen (ratio = harness examples/s ÷ bare-forward examples/s, medians):
 
-* 2-core CPU shared with other jobs (load 3–7), defaults: 1.5–2.8 (the bare forward's full-vocabulary logits
-  dominate; timings there vary several-fold between repeats).
+* 2-core CPU shared with other jobs (load 5–6), defaults with ``--threads 1``: 3.86 (28.8 vs 7.5 examples/s;
+  0.86 of the last-logit forward). With torch's default 2 threads the same run gave 2.24 (median) to 3.95 (best):
+  there, threads contend and timings swing several-fold between repeats.
 * NVIDIA H200, defaults with ``--device cuda --examples 256 --batch-size 32`` (float32): 0.69 (1973 vs 2862
   examples/s: launch-bound, so tokenisation and bookkeeping show).
 * NVIDIA H200, the ~0.8B-parameter bf16 command above: 0.91 (786 vs 859 examples/s); 0.89 of the last-logit
@@ -91,7 +92,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden-size", type=int, default=128, help="width of the built-in model")
     parser.add_argument("--layers", type=int, default=4, help="layers of the built-in model")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
 
