@@ -13,6 +13,10 @@ Paths, measured one after the other in one process from the same initial adapter
 * ``plain_same``: the plain loop calling ``AdapterTrainingModule`` for the loss (so with the same fused loss and
   compiled blocks): ``lightning / plain_same`` is the cost of Lightning itself.
 
+Measured on one H200 (2026-11-27, two runs): plain 45.3k-45.4k tokens/s (MFU 22.7-22.8%), lightning 81.6k-85.0k
+(MFU 40.9-42.6%, peak memory 13.6 GiB against 21.2 GiB), lightning / plain 1.80-1.87, lightning / plain_same 1.00;
+about 60 s for the whole run.
+
 Printed: tokens/s per path, ``lightning / plain`` (goal >= 1.0: the plain loop is the floor) and MFU, counting
 ``4·N + 12·L·H·T`` FLOPs per token (frozen weights: forward 2N plus input gradients 2N, no weight gradients; the
 attention scores forward and backward; N = all base-model parameters) against the bf16 dense peak of the device.
@@ -151,14 +155,17 @@ def profile_steps(model: Any, module: Any, loader: Any, device: torch.device, bf
     with profile(activities=activities) as prof:
         seconds = plain_loop(model, module, loader, device, bf16, 3, 0, 1e-4)
     kind = DeviceType.CUDA if device.type == "cuda" else DeviceType.CPU
-    events = [e for e in prof.key_averages() if e.device_type == kind]
+    # Kernels only: user annotations (Optimizer.step#..., ProfilerStep) span other kernels and would count twice.
+    events = [e for e in prof.key_averages() if e.device_type == kind and not getattr(e, "is_user_annotation", False)
+              and not e.key.startswith(("Optimizer.", "ProfilerStep"))]
 
     def self_time(e: Any) -> float:  # microseconds
         return float(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cpu_time_total", 0) or 0)
 
-    classes = {"matmul": ("gemm", "cutlass", "xmma", "nvjet", "cublas", "addmm", "mm"),
-               "attention": ("flash", "fmha", "attention", "sdpa"), "triton (fused)": ("triton",),
-               "optimizer": ("adam", "multi_tensor", "foreach")}
+    # first match wins: attention kernels' names contain "wgmma" too
+    classes = {"attention": ("flash", "fmha", "attention", "sdpa"), "triton (fused)": ("triton",),
+               "optimizer": ("adam", "multi_tensor", "foreach"),
+               "matmul": ("gemm", "cutlass", "xmma", "nvjet", "cublas", "aten::mm", "addmm")}
     totals = dict.fromkeys([*classes, "other"], 0.0)
     for e in events:
         name = e.key.lower()
@@ -196,6 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="bf16 base weights and bf16-mixed precision (default: on for cuda)")
     parser.add_argument("--paths", default="plain,lightning_eager,lightning,plain_same")
     parser.add_argument("--peak-tflops", type=float, help="bf16 dense peak of the device, for MFU")
+    parser.add_argument("--rounds", type=int, help="measure every path this many times, interleaved, and keep "
+                        "each one's best (default: 1 on cuda, 3 on cpu, where other load makes single runs noisy)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (default 1: on shared machines OpenMP spinning distorts tiny models)")
     parser.add_argument("--profile", action="store_true",
@@ -250,6 +259,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entry["mfu"] = tps * flops_per_token / (peak * 1e12)
         if device.type == "cuda":
             entry["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        best = results.get(path, {}).get("tokens_per_s", 0.0)
+        if tps < best:  # several rounds: keep the best, the one least disturbed by other load
+            print(f"{path:<16} {tps:>12,.0f} tokens/s (round kept: {best:,.0f})", flush=True)
+            return
         results[path] = entry
         extra = f"  MFU {entry['mfu'] * 100:.1f}%" if "mfu" in entry else ""
         extra += f"  peak mem {entry['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in entry else ""
@@ -259,7 +272,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return peft_model(input_ids=batch["input_ids"], labels=batch["labels"]).loss  # type: ignore[no-any-return]
 
     order = [x for x in ("plain", "lightning_eager", "lightning", "plain_same") if x in paths]
-    for path in order:
+    rounds = args.rounds or (1 if device.type == "cuda" else 3)
+    # Later rounds interleave the paths again; lightning_eager runs before anything is compiled, so once.
+    schedule = order + [x for _ in range(rounds - 1) for x in order if x != "lightning_eager"]
+    for path in schedule:
         reset()
         with reported(path, results):
             if path == "plain":
@@ -272,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 module = AdapterTrainingModule(peft_model, "causal_lm", lr=1e-4, compile=compile_)
                 t0 = time.perf_counter()
                 record(path, lightning_run(module, loader, device, bf16, steps, warmup))
-                results[path]["wall_with_warmup_s"] = time.perf_counter() - t0
+                results[path].setdefault("wall_with_warmup_s", time.perf_counter() - t0)
                 results[path]["fused_loss"] = module._fused
             elif path == "plain_same":
                 module = AdapterTrainingModule(peft_model, "causal_lm", lr=1e-4, compile=compile_).to(device)

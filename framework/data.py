@@ -518,9 +518,10 @@ class TaskDataModule(pl.LightningDataModule):
         return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collator,
                           num_workers=self.num_workers)
 
-    def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+    def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]] | list[Any]:
+        """Validation batches of this rank (an empty list, which Lightning skips, without ``val_split``)."""
         if self.val_set is None:
-            raise ConfigError("no validation split was requested (pass val_split)")
+            return []
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         indices = list(range(rank, len(self.val_set), world))
