@@ -174,6 +174,19 @@ def test_ia3_and_prompt_target_training_on_a_decoder(tok: Any, cls_file: Path) -
     assert not state.saved_modules
 
 
+def test_seq2seq_model_trains_on_prompt_and_target(tok: Any, cls_file: Path) -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    cfg = T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=2)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(cfg)
+    state = train_adapter(model, tok, "toy_cls", "en", data_files=str(cls_file), max_steps=2, max_length=32,
+                          batch_size=4, adapter_options={"r": 4, "target_modules": ["q", "v"]}, stall_min_steps=1000)
+    assert state.metadata["objective"] == "seq2seq_lm" and state.config["task_type"] == "SEQ_2_SEQ_LM"
+    assert any(".decoder." in m for m in state.params) and any(".encoder." in m for m in state.params)
+
+
 def test_classifier_saves_head_and_pooler_so_a_fresh_load_reproduces_it(tok: Any, cls_file: Path) -> None:
     model = tiny_bert_classifier(len(tok), 2, hidden_size=32, seed=0)
     state = train_adapter(model, tok, "toy_cls", "en", data_files=str(cls_file), max_steps=25, lr=5e-3,
