@@ -130,7 +130,8 @@ class AdapterState:
             t = t.detach().to("cpu").contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
             if t.numel():
-                h.update(t.reshape(-1).view(torch.uint8).numpy())  # hashed in place, no copy
+                data: Any = t.reshape(-1).view(torch.uint8).numpy()
+                h.update(data)  # the buffer is hashed in place, no copy
         return h.hexdigest()
 
     def summary(self) -> dict[str, Any]:

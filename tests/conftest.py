@@ -41,5 +41,8 @@ def trio(adapter_kind: str) -> dict[str, object]:
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_one_thread() -> None:
+    """Seed, and run tiny models on one intra-op thread: with two threads on shared cores OpenMP's waiting made
+    small ops up to 50x slower here, and tiny tensors gain nothing from a second thread."""
     torch.manual_seed(0)
+    torch.set_num_threads(1)
