@@ -89,7 +89,13 @@ class Task:
         raise NotImplementedError
 
     def metric(self) -> torchmetrics.Metric:
-        """A fresh torchmetrics metric for this task (updated with predictions and references)."""
+        """A fresh torchmetrics metric for this task; every value it computes lies in [0, 1].
+
+        ``update`` takes, by kind: ``classification``/``multiple_choice``: ``(predicted indices, gold indices)``
+        as integer tensors; ``generation``: ``(answers: list[str], references: list[tuple[str, ...]])`` with the
+        answers already passed through :meth:`extract_answer`; ``language_modeling``: ``(logits, labels)`` with
+        ``-100`` marking positions without a target.
+        """
         raise NotImplementedError
 
     def extract_answer(self, continuation: str) -> str:
@@ -100,9 +106,8 @@ class Task:
     def check_language(self, language: str) -> None:
         """Raise :class:`UnknownNameError` unless the task has data for ``language``."""
         if language not in self.languages:
-            raise UnknownNameError(
-                f"task {self.name!r} has no language {language!r}; available: {', '.join(self.languages)}"
-            )
+            known = ", ".join(self.languages) or "(none: set the task's languages option)"
+            raise UnknownNameError(f"task {self.name!r} has no language {language!r}; available: {known}")
 
     @staticmethod
     def check_split(split: str) -> None:
