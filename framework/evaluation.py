@@ -440,19 +440,12 @@ def _scoring_record(
 
 
 def _versions() -> dict[str, str]:
-    import torch
-    import transformers
+    from importlib.metadata import version
 
     from . import __version__
 
-    out = {"adamergex": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
-    try:
-        import peft
-
-        out["peft"] = peft.__version__
-    except ImportError:  # pragma: no cover - peft is a dependency
-        pass
-    return out
+    # as adamergex.training._versions records with trained adapters (Lightning aside: evaluation does not use it)
+    return {"adamergex": __version__, **{name: version(name) for name in ("torch", "transformers", "peft")}}
 
 
 # -- model loading (CLI) -----------------------------------------------------------------------------------------
@@ -466,25 +459,43 @@ def _model_type_for(adapter: AdapterState | Composition | None, model_type: str)
     return "seq_cls" if task_type == "SEQ_CLS" else "causal_lm"
 
 
+def _modules_brought(adapter: AdapterState | Composition | None) -> set[str]:
+    """Module paths (in the base model) whose weights the adapter saves whole, e.g. ``classifier``."""
+    if adapter is None:
+        return set()
+    state = adapter.adapters[adapter.head_from] if isinstance(adapter, Composition) else adapter
+    return {key.removeprefix("base_model.model.").rsplit(".", 1)[0] for key in state.saved_modules}
+
+
 def load_model(
     name_or_path: str,
     *,
-    model_type: ModelType = "causal_lm",
-    num_labels: int | None = None,
+    task: Task,
+    adapter: AdapterState | Composition | None = None,
+    model_type: ModelType = "auto",
     tokenizer: str | None = None,
     dtype: str = "auto",
     device: str | None = None,
     trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` from a local path or Hub id, in eval mode on ``device``.
+    """``(model, tokenizer)`` to evaluate ``adapter`` on ``task``, from a local path or Hub id, in eval mode.
 
-    ``model_type``: ``causal_lm`` (``AutoModelForCausalLM``) or ``seq_cls`` (``AutoModelForSequenceClassification``
-    with ``num_labels``). ``dtype``: ``auto`` (bfloat16 on a GPU that supports it, else float32), ``float32``,
-    ``bfloat16`` or ``float16``. Remote code runs only with ``trust_remote_code``.
+    Loads through :func:`adamergex.training.load_for_training` (safetensors only, remote code only with
+    ``trust_remote_code``). ``model_type``: ``causal_lm``, ``seq_cls`` (with the task's ``num_labels``) or
+    ``auto`` (``seq_cls`` when the adapter's PEFT ``task_type`` is ``SEQ_CLS``). ``dtype``: ``auto`` (bfloat16 on a
+    GPU that supports it, else float32), ``float32``, ``bfloat16`` or ``float16``. ``device``: default ``cuda``
+    when available, else ``cpu``.
+
+    Raises:
+        ConfigError: the checkpoint lacks modules (a classifier head, a pooler) that the adapter does not bring,
+            so they would be evaluated at their random initialisation; or a bad option.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from .training import load_for_training
+
+    kind = _model_type_for(adapter, model_type)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype == "auto":
@@ -494,16 +505,22 @@ def load_model(
         torch_dtype = dtypes[dtype]
     else:
         raise ConfigError(f"dtype must be one of {['auto', *dtypes]}, got {dtype!r}")
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
-    if model_type == "seq_cls":
-        if num_labels:
-            kwargs["num_labels"] = num_labels
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
-    elif model_type == "causal_lm":
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    else:
-        raise ConfigError(f"model_type must be 'causal_lm' or 'seq_cls', got {model_type!r}")
-    tok = AutoTokenizer.from_pretrained(tokenizer or name_or_path, trust_remote_code=trust_remote_code)
+    objective: Literal["sequence_classification", "causal_lm"] = (
+        "sequence_classification" if kind == "seq_cls" else "causal_lm"
+    )
+    loaded, tok, new_modules = load_for_training(
+        name_or_path, task=task, objective=objective, trust_remote_code=trust_remote_code, dtype=torch_dtype
+    )
+    brought = _modules_brought(adapter)
+    random = [m for m in new_modules if not any(m == b or m.startswith(b + ".") for b in brought)]
+    if random:
+        raise ConfigError(
+            f"{name_or_path} has no weights for {random}, so they would be evaluated at random initialisation; "
+            f"use an adapter that saves them (it saves {sorted(brought) or 'none'}) or a checkpoint that has them"
+        )
+    if tokenizer:
+        tok = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=trust_remote_code)
+    model: Any = loaded
     model.to(device)
     model.eval()
     return model, tok
@@ -580,9 +597,8 @@ def cli_evaluate(argv: list[str]) -> int:
     if args.output and Path(args.output).exists() and not args.overwrite:
         raise OutputExistsError(f"output {args.output} already exists; pass --overwrite to replace it")
     adapter = resolve_adapter(args.adapter) if args.adapter else None
-    model_type = _model_type_for(adapter, args.model_type)
     model, tokenizer = load_model(
-        args.model, model_type=model_type, num_labels=task.num_labels or None, tokenizer=args.tokenizer,
+        args.model, task=task, adapter=adapter, model_type=args.model_type, tokenizer=args.tokenizer,
         dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
     )
     result = evaluate(

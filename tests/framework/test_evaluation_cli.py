@@ -98,3 +98,22 @@ def test_data_files_option() -> None:
         _parse_data_files(["fr"])
     with pytest.raises(ConfigError, match="language 'fr' more than once"):
         _parse_data_files(["fr=a", "fr=b"])
+
+
+def test_cli_refuses_a_head_the_checkpoint_lacks_and_the_adapter_does_not_bring(
+    tmp_path: Path, tok: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from adamergex.tiny import tiny_bert_classifier, tiny_bert_mlm
+
+    model_dir = tmp_path / "mlm"  # a pretrained encoder: no classifier, no pooler
+    tiny_bert_mlm(len(tok), name_or_path=str(model_dir)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    classifier = tiny_bert_classifier(len(tok), 3, name_or_path=str(model_dir))
+    state = lora_state(classifier, seed=2, head="classifier", task_type="SEQ_CLS", targets=("query", "value"))
+    save_adapter(state, tmp_path / "cls")
+    data = write_jsonl(tmp_path / "en.jsonl", toy_rows(1))
+    with TASKS.scoped("toy_choice", ToyChoiceTask):
+        rc = main(["evaluate", "--model", str(model_dir), "--adapter", str(tmp_path / "cls"), "--task", "toy_choice",
+                   "--languages", "en", "--data-files", f"en={data}", "--no-progress"])
+    assert rc == 2
+    assert "has no weights for ['bert.pooler.dense'], so they would be evaluated at random" in capsys.readouterr().err
