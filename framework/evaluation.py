@@ -10,7 +10,9 @@ hash, adapter fingerprint, base model, scoring method). How each task kind is sc
 * ``multiple_choice``: log-likelihood of each choice (decoders only).
 * ``generation``: greedy decoding; the task's ``extract_answer`` reads only the generated continuation
   (decoders only).
-* ``language_modeling``: perplexity of the texts (causal LMs only).
+* ``language_modeling``: perplexity of the texts (causal LMs only), computed from the log-likelihood kernel:
+  the value torchmetrics' ``Perplexity`` would give, without full-vocabulary logits for every position, so the
+  task's metric is not called.
 
 Classification and multiple-choice metrics are updated with ``(preds, labels)`` as tensors, generation metrics
 with ``(answers, references)`` (one string and one tuple of strings per example). An adapter given to
@@ -314,9 +316,9 @@ def _score_language(
     return _metric_values(metric), [{"prediction": p, "label": g} for p, g in zip(predicted, labels)]
 
 
-def _task_settings(task: Task) -> dict[str, Any]:
-    settings: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(task), default=str))
-    return settings
+def _jsonable(value: Any) -> Any:
+    """``value`` with anything JSON cannot hold (paths, tuples) as strings or lists."""
+    return json.loads(json.dumps(value, default=str))
 
 
 # -- library entry point ---------------------------------------------------------------------------------------
@@ -378,14 +380,14 @@ def evaluate(
 
     record: dict[str, Any] = {
         "task": task_obj.name,
-        "task_settings": _task_settings(task_obj),
+        "task_settings": _jsonable(dataclasses.asdict(task_obj)),
         "kind": task_obj.kind,
         "split": split,
         "purpose": purpose,
         "languages": langs,
         "limit": limit,
         "seed": seed,
-        "data_files": {k: v for k, v in files.items() if v is not None} or None,
+        "data_files": _jsonable({k: v for k, v in files.items() if v is not None}) or None,
         "base_model": base_model_name(model),
         "adapter": adapter_summary(resolved) if resolved is not None else None,
         "adapter_path": str(adapter) if isinstance(adapter, (str, os.PathLike)) else None,
@@ -395,16 +397,18 @@ def evaluate(
         "versions": _versions(),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    data: dict[str, list[Example]] = {}
+    for lang in langs:  # every language's data first: a bad file fails before any scoring
+        rows = task_obj.load(lang, split, data_files=files[lang], limit=limit, seed=seed)
+        data[lang] = [task_obj.format(row) for row in rows]
+        if not data[lang]:
+            raise ConfigError(f"task {task_obj.name!r} has no {split} examples for {lang!r}")
+        record["examples"][lang] = len(data[lang])
+        record["examples_sha256"][lang] = _examples_hash(data[lang])
     scores: dict[str, dict[str, float]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
     with attached(model, resolved, check_base_model=check_base_model) as live:
-        for lang in langs:
-            rows = task_obj.load(lang, split, data_files=files[lang], limit=limit, seed=seed)
-            examples = [task_obj.format(row) for row in rows]
-            if not examples:
-                raise ConfigError(f"task {task_obj.name!r} has no {split} examples for {lang!r}")
-            record["examples"][lang] = len(examples)
-            record["examples_sha256"][lang] = _examples_hash(examples)
+        for lang, examples in data.items():
             scores[lang], preds = _score_language(
                 live, tokenizer, task_obj, examples, arch, lang=lang, normalization=normalization,
                 batch_size=batch_size, max_length=max_length, progress=progress,

@@ -328,6 +328,14 @@ def test_test_split_for_tuning_is_refused_unless_allowed(tok: Any, toy: Any) -> 
     assert report.record["purpose"] == "report"
 
 
+def test_a_bad_data_file_fails_before_anything_is_scored(tok: Any, toy: Any, tmp_path: Path) -> None:
+    model = PrefixLM(len(tok))
+    files = {"en": toy.files["en"], "fr": str(tmp_path / "missing.jsonl")}
+    with pytest.raises(ConfigError, match="missing.jsonl' does not exist"):
+        evaluate(model, tok, toy.task, ["en", "fr"], data_files=files, progress=False)
+    assert model.calls == []
+
+
 def test_hidden_labels_are_refused(tok: Any, tmp_path: Path) -> None:
     rows = [{"prompt": "a True, False or Neither?", "label": 0}, {"prompt": "b", "label": None}]
     files = {"en": write_jsonl(tmp_path / "en.jsonl", rows)}
