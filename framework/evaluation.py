@@ -51,6 +51,7 @@ from .scoring import (
     perplexity,
     score_choices,
 )
+from .loading import attached
 from .strategy import Composition
 from .task import DataFiles, Example, Task, get_task
 
@@ -214,46 +215,6 @@ def _data_files_for(
 
 
 # -- attaching and detaching -------------------------------------------------------------------------------------
-def _detach(peft_model: Any) -> None:
-    """Remove what ``attach`` injected, restoring the base model as it was (heads included).
-
-    PEFT's ``unload`` keeps the *trained* copy of a ``modules_to_save`` head; the original module goes back first.
-    """
-    from peft.utils.other import ModulesToSaveWrapper
-
-    model = peft_model.get_base_model()
-    for name, module in list(model.named_modules()):
-        if isinstance(module, ModulesToSaveWrapper):
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.original_module)
-    peft_model.unload()
-
-
-@contextlib.contextmanager
-def attached(
-    model: Any, adapter: AdapterState | Composition | None, *, check_base_model: bool = True
-) -> Iterator[Any]:
-    """``model`` carrying ``adapter`` inside the block (``model`` itself when ``adapter`` is ``None``); the bare
-    model again after it, heads included, whether the block succeeded or not.
-
-    Raises:
-        ConfigError: ``model`` already carries PEFT adapters.
-        IncompatibleAdaptersError: the adapter was trained on another base model (see ``attach``).
-    """
-    if adapter is None:
-        yield model
-        return
-    if hasattr(model, "peft_config"):
-        raise ConfigError("the model already carries PEFT adapters; pass the bare base model together with adapter=...")
-    from .loading import attach
-
-    peft_model = attach(model, adapter, check_base_model=check_base_model)
-    try:
-        yield peft_model
-    finally:
-        _detach(peft_model)
-
-
 # -- scoring one language ---------------------------------------------------------------------------------------
 def _metric_name(metric: Any) -> str:
     name = re.sub(r"^(Multiclass|Multilabel|Binary)", "", type(metric).__name__)

@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .adapter_state import AdapterState
-from .errors import AdapterFormatError, IncompatibleAdaptersError
+from .errors import AdapterFormatError, ConfigError, IncompatibleAdaptersError
 from .registry import ADAPTERS
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 
     from .strategy import Composition
 
-__all__ = ["attach", "base_model_name", "check_base_model"]
+__all__ = ["attach", "attached", "base_model_name", "check_base_model", "detach"]
 
 
 def base_model_name(model: Any) -> str:
@@ -69,7 +71,10 @@ def _load_weights(model: PeftModel, state: AdapterState, adapter_name: str, *, k
     _, weights = typ.to_peft(state)
     if not keep_heads:
         weights = {k: v for k, v in weights.items() if k not in state.saved_modules}
-    result = set_peft_model_state_dict(model, weights, adapter_name=adapter_name)
+    try:
+        result = set_peft_model_state_dict(model, weights, adapter_name=adapter_name)
+    except RuntimeError as exc:  # torch's size-mismatch error: the adapter is for another architecture or head
+        raise AdapterFormatError(f"adapter {adapter_name!r} does not fit the model: {exc}") from None
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
         raise AdapterFormatError(
@@ -134,3 +139,41 @@ def _activate_heads(peft_model: PeftModel, head: str) -> None:
         if isinstance(module, ModulesToSaveWrapper) and head in module.modules_to_save:
             wrapper: Any = module
             wrapper.set_adapter(head)
+
+
+def detach(peft_model: Any) -> None:
+    """Remove what ``attach`` injected, restoring the base model as it was (heads included).
+
+    PEFT's ``unload`` keeps the *trained* copy of a ``modules_to_save`` head; the original module goes back first.
+    """
+    from peft.utils.other import ModulesToSaveWrapper
+
+    model = peft_model.get_base_model()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.original_module)
+    peft_model.unload()
+
+
+@contextlib.contextmanager
+def attached(
+    model: Any, adapter: AdapterState | Composition | None, *, check_base_model: bool = True
+) -> Iterator[Any]:
+    """``model`` carrying ``adapter`` inside the block (``model`` itself when ``adapter`` is ``None``); the bare
+    model again after it, heads included, whether the block succeeded or not.
+
+    Raises:
+        ConfigError: ``model`` already carries PEFT adapters.
+        IncompatibleAdaptersError: the adapter was trained on another base model (see ``attach``).
+    """
+    if adapter is None:
+        yield model
+        return
+    if hasattr(model, "peft_config"):
+        raise ConfigError("the model already carries PEFT adapters; pass the bare base model together with adapter=...")
+    peft_model = attach(model, adapter, check_base_model=check_base_model)
+    try:
+        yield peft_model
+    finally:
+        detach(peft_model)

@@ -18,6 +18,7 @@ Kinds and what the harness does with them:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -33,7 +34,7 @@ __all__ = ["SPLITS", "DataFiles", "Example", "Task", "TaskKind", "get_task", "lo
 TaskKind = Literal["classification", "multiple_choice", "generation", "language_modeling"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 # Local data: one path, or paths per canonical split ({"train": "en_train.jsonl", "test": [...]})
-DataFiles = str | Mapping[str, str | Sequence[str]]
+DataFiles = str | os.PathLike[str] | Mapping[str, str | os.PathLike[str] | Sequence[str | os.PathLike[str]]]
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class Task:
         raise NotImplementedError
 
     def metric(self) -> torchmetrics.Metric:
-        """A fresh torchmetrics metric for this task; every value it computes lies in [0, 1].
+        """A fresh torchmetrics metric for this task (accuracy-like values lie in [0, 1]; perplexity ≥ 1).
 
         ``update`` takes, by kind: ``classification``/``multiple_choice``: ``(predicted indices, gold indices)``
         as integer tensors; ``generation``: ``(answers: list[str], references: list[tuple[str, ...]])`` with the
@@ -157,17 +158,15 @@ def load_local(data_files: DataFiles, split: str, *, source: str) -> datasets.Da
     ``data_files`` is one path (used for any split) or a mapping from canonical split to path(s). The file
     format is inferred from the extension of the first file.
     """
-    import os
-
     import datasets
 
-    if isinstance(data_files, str):
-        files: str | Sequence[str] = data_files
+    if isinstance(data_files, (str, os.PathLike)):
+        files: Any = data_files
     else:
         if split not in data_files:
             raise ConfigError(f"{source}: data_files has no {split!r} split; it has {sorted(data_files)}")
         files = data_files[split]
-    paths = [files] if isinstance(files, str) else list(files)
+    paths = [os.fspath(files)] if isinstance(files, (str, os.PathLike)) else [os.fspath(f) for f in files]
     for p in paths:
         if not os.path.exists(p):
             raise ConfigError(f"{source}: data file {p!r} does not exist")
