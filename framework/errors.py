@@ -14,6 +14,7 @@ __all__ = [
     "IncompatibleAdaptersError",
     "NumericalError",
     "OutputExistsError",
+    "TrainingStalledError",
     "UnknownNameError",
 ]
 
@@ -47,3 +48,7 @@ class NumericalError(FrameworkError, ValueError):
 
 class OutputExistsError(FrameworkError, FileExistsError):
     """An output location already holds results and overwriting was not asked for."""
+
+
+class TrainingStalledError(FrameworkError, RuntimeError):
+    """Training ended with a loss that did not fall (a dead adapter), after any retries."""

@@ -112,9 +112,18 @@ def load_adapter(source: str | os.PathLike[str] | PeftModel, *, adapter_name: st
 
 
 def state_from_peft_model(
-    model: PeftModel, *, adapter_name: str = "default", metadata: Mapping[str, Any] | None = None
+    model: PeftModel,
+    *,
+    adapter_name: str = "default",
+    metadata: Mapping[str, Any] | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
 ) -> AdapterState:
-    """The state of adapter ``adapter_name`` of a live ``PeftModel`` (tensors copied to CPU, detached)."""
+    """The state of adapter ``adapter_name`` of a live ``PeftModel`` (tensors copied to CPU, detached).
+
+    ``state_dict``: the adapter's tensors as ``get_peft_model_state_dict`` returns them (keys without the adapter
+    name), to use instead of reading them from ``model``, e.g. gathered from shards under FSDP. The config still
+    comes from ``model``.
+    """
     from peft import get_peft_model_state_dict
 
     if adapter_name not in model.peft_config:
@@ -129,8 +138,9 @@ def state_from_peft_model(
     for key, value in list(config.items()):
         if isinstance(value, set):
             config[key] = sorted(value)
-    weights = get_peft_model_state_dict(model, adapter_name=adapter_name)
-    weights = {k: v.detach().to("cpu").clone() for k, v in weights.items()}
+    if state_dict is None:
+        state_dict = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    weights = {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
     typ = adapter_type_for(config["peft_type"], source=f"PeftModel adapter {adapter_name!r}")
     state = typ.from_peft(config, weights, source=f"PeftModel adapter {adapter_name!r}")
     if not state.base_model:  # PEFT reads name_or_path from the instance dict, which transformers 5 leaves empty
