@@ -25,24 +25,29 @@ concatenation of seeded permutations of the training set (permutation ``e`` uses
 examples in every optimiser step, and a resumed run continues at micro-batch ``global_step × accumulation``.
 Training length is therefore always counted in optimiser steps (``max_steps``), never epochs.
 MLM masking is static, drawn once per chunk from ``(seed, chunk index)``, for the same reason.
+
+Layout: this module holds the dataset, the order (:class:`StreamBatchSampler`), collation and the DataModule; the
+encoding step (:func:`encode_examples`, :func:`mask_tokens`, :func:`data_fingerprint`) lives in ``_encoding`` and
+packing in :mod:`adamergex.packing`, both re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ._encoding import IGNORE_INDEX as IGNORE_INDEX
+from ._encoding import OBJECTIVES, Objective, data_fingerprint, encode_examples, mask_tokens
 from .errors import ConfigError
+from .packing import pack_token_ids
 from .task import DataFiles, Example, Task, get_task
 
 if TYPE_CHECKING:
@@ -60,191 +65,6 @@ __all__ = [
     "mask_tokens",
     "pack_token_ids",
 ]
-
-Objective = Literal["causal_lm", "masked_lm", "sequence_classification", "seq2seq_lm"]
-OBJECTIVES: tuple[str, ...] = ("causal_lm", "masked_lm", "sequence_classification", "seq2seq_lm")
-IGNORE_INDEX = -100
-
-
-# -- encoding ----------------------------------------------------------------------------------------------------
-def pack_token_ids(docs: Sequence[Sequence[int]], chunk_length: int, separator: int | None) -> np.ndarray:
-    """Documents joined end to end (``separator`` after each non-empty one) and cut into ``(n, chunk_length)``.
-
-    The final partial chunk is dropped, so no chunk is padded. This deliberately duplicates
-    ``adamergex.tasks._packing.pack`` (framework/ never imports from tasks/) and returns an array instead of
-    lists, which matters for Wikipedia-sized corpora.
-    """
-    if chunk_length <= 0:
-        raise ConfigError(f"chunk length must be a positive number of tokens, got {chunk_length}")
-    parts: list[np.ndarray] = []
-    for ids in docs:
-        if len(ids) == 0:
-            continue
-        parts.append(np.asarray(ids, dtype=np.int64))
-        if separator is not None:
-            parts.append(np.asarray([separator], dtype=np.int64))
-    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    usable = len(stream) - len(stream) % chunk_length
-    return stream[:usable].reshape(-1, chunk_length)
-
-
-def mask_tokens(
-    ids: np.ndarray, *, mask_id: int, vocab_size: int, special_ids: Sequence[int], probability: float,
-    generator: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """BERT masking of one sequence: ``(input_ids, labels)`` with labels ``-100`` except at selected positions.
-
-    Each non-special token is selected with ``probability``; a selected token becomes ``mask_id`` (80%), a random
-    token (10%) or stays (10%). At least one token is selected so every chunk contributes to the loss.
-    """
-    candidates = ~np.isin(ids, np.asarray(list(special_ids), dtype=np.int64))
-    selected = (generator.random(ids.shape) < probability) & candidates
-    if not selected.any() and candidates.any():
-        selected[generator.choice(np.flatnonzero(candidates))] = True
-    labels = np.where(selected, ids, IGNORE_INDEX)
-    out = ids.copy()
-    roll = generator.random(ids.shape)
-    out[selected & (roll < 0.8)] = mask_id
-    random_pos = selected & (roll >= 0.8) & (roll < 0.9)
-    out[random_pos] = generator.integers(0, vocab_size, size=int(random_pos.sum()))
-    return out, labels
-
-
-def _target_of(example: Example, task_name: str) -> str:
-    if example.target:
-        return example.target
-    if example.choices and example.label is not None:
-        return example.choices[example.label]
-    raise ConfigError(
-        f"task {task_name!r} gave an example with neither a target nor choices and a label; a decoder needs "
-        "one of them to train on (was the label missing from the data?)"
-    )
-
-
-def _tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, special: bool) -> list[list[int]]:
-    out: list[list[int]] = []
-    for i in range(0, len(texts), 1000):  # batched calls keep fast tokenizers fast on large corpora
-        out.extend(tokenizer(list(texts[i : i + 1000]), add_special_tokens=special)["input_ids"])
-    return out
-
-
-def encode_examples(
-    examples: Sequence[Example],
-    *,
-    tokenizer: PreTrainedTokenizerBase,
-    objective: Objective,
-    task_kind: str,
-    task_name: str = "task",
-    max_length: int = 512,
-    seed: int = 0,
-    mlm_probability: float = 0.15,
-) -> list[dict[str, Any]]:
-    """Token ids for ``objective`` (see the module table); one dict of numpy arrays / ints per training item.
-
-    Raises:
-        ConfigError: the objective cannot train on this task kind, an example lacks what the objective needs,
-            the tokenizer lacks a needed special token, or the text is too short for one packed chunk.
-    """
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"unknown objective {objective!r}; available: {', '.join(OBJECTIVES)}")
-    if max_length < 2:
-        raise ConfigError(f"max_length must be at least 2 tokens, got {max_length}")
-    lm = task_kind == "language_modeling"
-    if objective == "masked_lm" and not lm:
-        raise ConfigError(f"a masked LM trains on language_modeling tasks only; task {task_name!r} is {task_kind!r}")
-    if objective == "sequence_classification" and task_kind != "classification":
-        raise ConfigError(
-            f"a sequence classifier trains on classification tasks only; task {task_name!r} is {task_kind!r}"
-        )
-    if objective == "seq2seq_lm" and lm:
-        raise ConfigError(f"seq2seq models train on prompt/target tasks; task {task_name!r} is language_modeling")
-
-    if objective == "causal_lm" and lm:
-        eos = tokenizer.eos_token_id
-        docs = _tokenize(tokenizer, [e.prompt for e in examples], special=False)
-        chunks = pack_token_ids(docs, max_length, eos)
-        _check_chunks(chunks, docs, max_length, task_name)
-        return [{"input_ids": c} for c in chunks]
-
-    if objective == "masked_lm":
-        if tokenizer.mask_token_id is None:
-            raise ConfigError("masked LM training needs a tokenizer with a mask token; this tokenizer has none")
-        cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-        sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-        inner = max_length - (cls is not None) - (sep is not None)
-        docs = _tokenize(tokenizer, [e.prompt for e in examples], special=False)
-        chunks = pack_token_ids(docs, inner, sep)
-        _check_chunks(chunks, docs, max_length, task_name)
-        specials = [int(i) for i in tokenizer.all_special_ids]
-        items = []
-        for index, chunk in enumerate(chunks):
-            ids = np.concatenate([[cls] if cls is not None else [], chunk, [sep] if sep is not None else []])
-            rng = np.random.default_rng([seed, index])
-            masked, labels = mask_tokens(
-                ids.astype(np.int64), mask_id=int(tokenizer.mask_token_id), vocab_size=len(tokenizer),
-                special_ids=specials, probability=mlm_probability, generator=rng,
-            )
-            items.append({"input_ids": masked, "labels": labels})
-        return items
-
-    if objective == "sequence_classification":
-        items = []
-        for i, e in enumerate(examples):
-            if e.text is None or e.label is None:
-                missing = "text" if e.text is None else "label"
-                raise ConfigError(
-                    f"task {task_name!r} example {i} has no Example.{missing}; encoder classification needs "
-                    "Example.text (and optionally text_pair) and Example.label"
-                )
-            enc = tokenizer(e.text, e.text_pair, truncation=True, max_length=max_length)
-            item: dict[str, Any] = {"input_ids": np.asarray(enc["input_ids"], dtype=np.int64), "labels": int(e.label)}
-            if "token_type_ids" in enc:
-                item["token_type_ids"] = np.asarray(enc["token_type_ids"], dtype=np.int64)
-            items.append(item)
-        return items
-
-    targets = [_target_of(e, task_name) for e in examples]
-    prompts = [e.prompt for e in examples]
-    if objective == "seq2seq_lm":
-        items = []
-        for p, t in zip(prompts, targets):
-            src = tokenizer(p, truncation=True, max_length=max_length)["input_ids"]
-            tgt = tokenizer(text_target=t, truncation=True, max_length=max_length)["input_ids"]
-            items.append({"input_ids": np.asarray(src, dtype=np.int64), "labels": np.asarray(tgt, dtype=np.int64)})
-        return items
-
-    # causal_lm on prompt/target: prompt and target tokenised apart so the boundary is exact, as scoring does.
-    eos = tokenizer.eos_token_id
-    prompt_ids = _tokenize(tokenizer, prompts, special=True)
-    target_ids = _tokenize(tokenizer, targets, special=False)
-    items = []
-    for p_ids, t_ids in zip(prompt_ids, target_ids):
-        tgt = (list(t_ids) + ([eos] if eos is not None else []))[:max_length]
-        prm = list(p_ids)[-(max_length - len(tgt)) :] if len(tgt) < max_length else []  # keep a long prompt's end
-        ids = np.asarray(prm + tgt, dtype=np.int64)
-        labels = np.asarray([IGNORE_INDEX] * len(prm) + tgt, dtype=np.int64)
-        items.append({"input_ids": ids, "labels": labels})
-    return items
-
-
-def _check_chunks(chunks: np.ndarray, docs: Sequence[Sequence[int]], length: int, task_name: str) -> None:
-    if len(chunks) == 0:
-        total = sum(len(d) for d in docs)
-        raise ConfigError(
-            f"task {task_name!r}: the training text has {total} tokens, fewer than one chunk of {length}; "
-            "give more text or lower max_length"
-        )
-
-
-def data_fingerprint(items: Sequence[Mapping[str, Any]], header: Mapping[str, Any]) -> str:
-    """SHA-256 over ``header`` (objective, tokenizer, lengths) and every item's arrays, in order."""
-    h = hashlib.sha256(json.dumps(dict(header), sort_keys=True, default=str).encode())
-    for item in items:
-        for key in sorted(item):
-            value = np.asarray(item[key], dtype=np.int64)
-            h.update(f"{key}|{value.shape}|".encode())
-            h.update(value.tobytes())
-    return h.hexdigest()
 
 
 # -- datasets, order, collation ---------------------------------------------------------------------------------
@@ -535,4 +355,3 @@ class TaskDataModule(pl.LightningDataModule):
             self.setup("fit")
         assert self.train_set is not None
         return max(1, math.ceil(len(self.train_set) / (self.batch_size * world_size * accumulate)))
-

@@ -66,6 +66,13 @@ def test_pack_token_ids_separates_documents_and_drops_the_partial_chunk() -> Non
         pack_token_ids([[1]], 0, separator=None)
 
 
+def test_packing_has_one_implementation_that_takes_any_iterable() -> None:
+    from adamergex import packing
+
+    assert pack_token_ids is packing.pack_token_ids
+    assert pack_token_ids((d for d in [[1, 2], [3]]), 2, separator=None).tolist() == [[1, 2]]
+
+
 def test_decoder_targets_have_labels_on_the_target_only(tok: Any) -> None:
     ex = Example(prompt="sample 3 says\nAnswer:", choices=(" no", " yes"), label=1)
     (item,) = encode_examples([ex], tokenizer=tok, objective="causal_lm", task_kind="classification")
