@@ -329,6 +329,17 @@ def test_adapter_from_a_gathered_wrapped_state_dict_equals_the_live_one(tok: Any
     assert gathered.fingerprint() == state_from_peft_model(peft_model).fingerprint()
 
 
+# -- public names -----------------------------------------------------------------------------------------------------
+def test_public_names_stay_importable_from_adamergex_training() -> None:
+    import adamergex.errors
+    import adamergex.training as training
+
+    assert [n for n in training.__all__ if not hasattr(training, n)] == []
+    assert training.TrainingStalledError is adamergex.errors.TrainingStalledError
+    assert issubclass(TrainingStalledError, adamergex.errors.FrameworkError)
+    assert issubclass(TrainingStalledError, RuntimeError)
+
+
 # -- CLI ------------------------------------------------------------------------------------------------------------
 def test_cli_trains_from_yaml_with_flag_overrides(tok: Any, lm_file: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:

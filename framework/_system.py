@@ -1,0 +1,398 @@
+"""The Lightning system that trains an adapter (loss, optimiser, schedule, logging, checkpoint contents), the
+stall check that reads its loss summary, and the ``lightning.Trainer`` that fits it.
+
+Part of :mod:`adamergex.training`; import :class:`AdapterTrainingModule` from there. That module's docstring lists
+the guarantees kept here (fused loss with a fallback, global-token normalisation under DDP, RNG states in
+checkpoints).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._encoding import IGNORE_INDEX, OBJECTIVES, Objective
+from ._heads import _backbone, _unwrap, head_modules
+from ._losses import _ce_chunk, _head_cross_entropy, _shift_left, linear_cross_entropy
+from .data import TaskDataModule
+from .errors import ConfigError
+
+__all__ = ["AdapterTrainingModule", "Schedule"]
+
+Schedule = Literal["linear", "cosine", "constant"]
+
+
+def _repeated_blocks(model: nn.Module) -> nn.ModuleList | None:
+    """The longest ``ModuleList`` of same-class modules (the transformer layers)."""
+    best: nn.ModuleList | None = None
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 1 and len({type(m) for m in module}) == 1:
+            if best is None or len(module) > len(best):
+                best = module
+    return best
+
+
+def _rng_states() -> dict[str, Any]:
+    """RNG states in types ``torch.load(weights_only=True)`` accepts (tensors, lists, numbers, strings)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss],
+                              "numpy": [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# -- the system -----------------------------------------------------------------------------------------------------
+class AdapterTrainingModule(pl.LightningModule):
+    """Trains whatever parameters of ``model`` require grad (the adapter and its saved heads).
+
+    Args:
+        model: A ``PeftModel`` from :func:`prepare_model` (or any HF model whose trainable parameters are set).
+        objective: How the loss is computed (see :mod:`adamergex.data`).
+        lr: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        scheduler: Learning-rate shape after warm-up, per optimiser step.
+        warmup_steps: Linear warm-up steps.
+        loss_chunk_size: Rows of logits alive at once in the fused loss.
+        fused_loss: Compute LM losses from the backbone's hidden states (see the module docstring); models whose
+            head the check at fit start cannot reproduce fall back to the plain forward.
+        compile: ``torch.compile`` each transformer block and the loss chunk (fit start).
+        stall_window: Fraction of the run whose mean loss opens and closes the stall check.
+
+    Raises:
+        ConfigError: no model, an unknown objective or schedule.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        objective: Objective = "causal_lm",
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: Schedule = "linear",
+        warmup_steps: int = 0,
+        loss_chunk_size: int = 2048,
+        fused_loss: bool = True,
+        compile: bool = False,
+        stall_window: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if model is None:
+            raise ConfigError("AdapterTrainingModule needs model= (a PeftModel from prepare_model)")
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {objective!r}; available: {', '.join(OBJECTIVES)}")
+        if scheduler not in ("linear", "cosine", "constant"):
+            raise ConfigError(f"unknown scheduler {scheduler!r}; available: constant, cosine, linear")
+        if not lr > 0:
+            raise ConfigError(f"lr must be positive, got {lr}")
+        self.model = model
+        self.objective: Objective = objective
+        self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
+        self.scheduler, self.warmup_steps = scheduler, warmup_steps
+        self.loss_chunk_size, self.fused_loss, self.compile_model = loss_chunk_size, fused_loss, compile
+        self.stall_window = stall_window
+        self.strict_loading = False  # checkpoints hold the trainable tensors only (see on_save_checkpoint)
+        self._fused: bool | None = None
+        self._chunk_fn: Callable[..., Any] = _ce_chunk
+        self._prepared = False
+        self.loss_history: list[torch.Tensor] = []
+        self._val: list[torch.Tensor] = []
+
+    # -- forward ----------------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Check the fused loss against the model's own logits, then compile if asked (once)."""
+        if self._prepared:
+            return
+        self._prepared = True
+        self._fused = self.fused_loss and self.objective in ("causal_lm", "masked_lm") and self._fused_matches()
+        if self.compile_model:
+            blocks = _repeated_blocks(_unwrap(self.model))
+            for block in blocks or []:
+                if getattr(block, "_compiled_call_impl", None) is None:  # already compiled by an earlier module
+                    block.compile()
+            self._chunk_fn = torch.compile(_ce_chunk)
+
+    def _lm_parts(self) -> tuple[nn.Module, nn.Module]:
+        base = _unwrap(self.model)
+        if self.objective == "causal_lm":
+            head = base.get_output_embeddings()
+        else:
+            names = [n for n in head_modules(base)]
+            head = base.get_submodule(names[0]) if len(names) == 1 else None
+        if head is None:
+            raise ConfigError(f"{type(base).__name__} has no single LM head module")
+        return _backbone(base), head
+
+    def _fused_matches(self) -> bool:
+        """Whether head(backbone(x)) reproduces the model's logits on a short input (no logit soft-capping,
+        scaling or other head-side step that the fused loss would miss)."""
+        from peft import PeftModel
+
+        if isinstance(self.model, PeftModel) and self.model.peft_config[self.model.active_adapter].is_prompt_learning:
+            return False
+        try:
+            backbone, head = self._lm_parts()
+        except ConfigError:
+            return False
+        vocab = _unwrap(self.model).config.vocab_size
+        device = next(self.model.parameters()).device
+        ids = (torch.arange(8, device=device)[None, :] * 7919 + 3) % vocab
+        extra = {"use_cache": False} if self.objective == "causal_lm" else {}
+        # Eager even where blocks are compiled already: a no-grad call would add a compiled variant per block.
+        stance = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else (
+            contextlib.nullcontext())
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), stance:
+                full = self.model(input_ids=ids, **extra).logits.float()
+                mine = head(backbone(input_ids=ids, **extra)[0]).float()
+        except Exception:  # any model whose parts cannot be called apart keeps the plain path
+            return False
+        finally:
+            self.model.train(was_training)
+        scale = full.abs().max().clamp_min(1.0)
+        return bool(full.shape == mine.shape and ((full - mine).abs().max() / scale) < 1e-2)
+
+    def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(summed loss, number of targets, predictions or None)`` of one batch (predictions: classifiers)."""
+        self.prepare()
+        labels = batch["labels"]
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        if self.objective == "sequence_classification":
+            logits = self.model(**inputs).logits  # (B, C)
+            loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+            return loss, torch.tensor(labels.numel(), device=labels.device), logits.argmax(-1)
+        if self.objective == "seq2seq_lm":
+            logits = self.model(**inputs, labels=labels).logits  # (B, T, V); HF builds decoder inputs from labels
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                   reduction="sum")
+            return loss, (labels != IGNORE_INDEX).sum(), None
+        if self.objective == "causal_lm":
+            labels = _shift_left(labels)
+        count = (labels != IGNORE_INDEX).sum()
+        if not self._fused:
+            logits = self.model(**inputs).logits  # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                   reduction="sum")
+            return loss, count, None
+        backbone, head = self._lm_parts()
+        extra = {"use_cache": False} if self.objective == "causal_lm" else {}
+        hidden = backbone(**inputs, **extra)[0].flatten(0, 1)  # (B·T, H)
+        flat = labels.flatten()
+        if "attention_mask" in batch or self.objective == "masked_lm":
+            # padded or masked batches: drop positions without a target before the head (MLM: ~85% of them)
+            keep = (flat != IGNORE_INDEX).nonzero().squeeze(1)
+            hidden, flat = hidden.index_select(0, keep), flat.index_select(0, keep)
+        if type(head) is nn.Linear:
+            loss = linear_cross_entropy(hidden, head.weight, head.bias, flat, chunk_size=self.loss_chunk_size,
+                                        chunk_fn=self._chunk_fn)
+        else:  # an MLM head, or an LM head wrapped by the adapter
+            loss = _head_cross_entropy(head, hidden, flat, self.loss_chunk_size)
+        return loss, count, None
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Mean loss of ``batch`` on this process."""
+        loss, count, _ = self.compute_loss(batch)
+        return loss / count.clamp_min(1)
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self.prepare()
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss_sum, count, _ = self.compute_loss(batch)
+        world = self.trainer.world_size
+        if world > 1:
+            # Normalise by the global number of targets: DDP then averages to the single-process gradient.
+            stats = self.trainer.strategy.reduce(torch.stack([loss_sum.detach(), count.to(loss_sum.dtype)]),
+                                                 reduce_op="sum")
+            loss = loss_sum * world / stats[1].clamp_min(1)
+            mean = stats[0] / stats[1].clamp_min(1)
+        else:
+            loss = loss_sum / count.clamp_min(1)
+            mean = loss.detach()
+        self.loss_history.append(mean.detach())
+        self.log("train/loss", mean, on_step=True, prog_bar=True, batch_size=int(batch["input_ids"].shape[0]))
+        return loss
+
+    def on_train_end(self) -> None:
+        # Written into callback_metrics so the figures reach the main process under spawn-based strategies too.
+        for key, value in self.loss_summary().items():
+            self.trainer.callback_metrics[f"adamergex/{key}"] = torch.tensor(float(value))
+
+    def loss_summary(self) -> dict[str, float]:
+        """Mean training loss over the first and last ``stall_window`` of the micro-batches, and their count."""
+        if not self.loss_history:
+            return {"micro_batches": 0.0}
+        losses = torch.stack([t.float().cpu() for t in self.loss_history])
+        w = max(1, int(len(losses) * self.stall_window))
+        return {"micro_batches": float(len(losses)), "initial_loss": float(losses[:w].mean()),
+                "final_loss": float(losses[-w:].mean())}
+
+    # -- validation -------------------------------------------------------------------------------------------
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        loss, count, preds = self.compute_loss(batch)
+        correct = (preds == batch["labels"]).sum() if preds is not None else torch.zeros((), device=loss.device)
+        self._val.append(torch.stack([loss.detach().float(), count.float(), correct.float()]))
+
+    def on_validation_epoch_end(self) -> None:
+        total = torch.stack(self._val).sum(0) if self._val else torch.zeros(3, device=self.device)
+        self._val = []
+        total = self.trainer.strategy.reduce(total, reduce_op="sum") if self.trainer.world_size > 1 else total
+        loss = total[0] / total[1].clamp_min(1)
+        self.log("val/loss", loss, prog_bar=True)
+        if self.objective == "sequence_classification":
+            self.log("val/accuracy", total[2] / total[1].clamp_min(1), prog_bar=True)
+        else:
+            self.log("val/perplexity", torch.exp(loss))
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Only what training changes: the base model can be billions of frozen parameters.
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["adamergex"] = {"rng": _rng_states(), "loss_history": [float(t) for t in self.loss_history]}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        extra = checkpoint.get("adamergex", {})
+        if "rng" in extra:
+            _set_rng_states(extra["rng"])
+        self.loss_history = [torch.tensor(v) for v in extra.get("loss_history", [])]
+
+    # -- optimiser --------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        # foreach, not fused: Lightning refuses gradient clipping with optimisers that unscale internally.
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas,
+                                      foreach=True)
+        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else int(
+            self.trainer.estimated_stepping_batches)
+        warmup, kind = self.warmup_steps, self.scheduler
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            if kind == "linear":
+                return 1.0 - progress
+            if kind == "cosine":
+                return 0.5 * (1.0 + math.cos(math.pi * progress))
+            return 1.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# -- stall detection ------------------------------------------------------------------------------------------------
+def _label_entropy(counts: Mapping[int, int]) -> float | None:
+    total = sum(counts.values())
+    if total == 0 or len(counts) < 2:
+        return None
+    return -sum(c / total * math.log(c / total) for c in counts.values() if c)
+
+
+def _stall_verdict(summary: Mapping[str, float], *, baseline: float | None, min_drop: float, min_steps: int,
+                   steps: int) -> dict[str, Any]:
+    """Whether the loss fell: the closing mean must be below ``(1 − min_drop)`` × the opening mean (and, for
+    classifiers, × the label entropy, the loss of a predictor stuck at the class prior)."""
+    if steps < min_steps or "final_loss" not in summary:
+        return {"checked": False, "reason": f"fewer than {min_steps} optimiser steps"}
+    first, last = summary["initial_loss"], summary["final_loss"]
+    reference = min(first, baseline) if baseline is not None else first
+    stalled = not (last <= reference * (1.0 - min_drop))  # NaN counts as stalled
+    return {"checked": True, "stalled": stalled, "initial_loss": first, "final_loss": last,
+            "baseline_loss": baseline, "min_drop": min_drop}
+
+
+# -- fitting --------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_lightning(progress_bar: bool) -> Iterator[None]:
+    """Silence Lightning's start-up chatter and the worker-count hint (items are pre-tokenised in memory) unless
+    a progress bar was asked for. Set ``progress_bar=True`` to see them."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
+        if not progress_bar:
+            for lg in loggers:
+                lg.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def _fit(
+    module: AdapterTrainingModule,
+    datamodule: TaskDataModule,
+    *,
+    root: Path,
+    keep_files: bool,
+    max_steps: int,
+    ckpt_path: Path | None,
+    checkpoint_every: int | None,
+    val_every: int | None,
+    grad_accum: int,
+    gradient_clip: float | None,
+    precision: str,
+    accelerator: str,
+    devices: int | str,
+    num_nodes: int,
+    strategy: Any,
+    log_every: int,
+    progress_bar: bool,
+    trainer_options: Mapping[str, Any],
+) -> pl.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    options = dict(trainer_options)
+    callbacks = list(options.pop("callbacks", []) or [])
+    if keep_files and checkpoint_every:
+        callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="step-{step}", save_top_k=0,
+                                         save_last=True, every_n_train_steps=checkpoint_every))
+    validate = datamodule.val_split is not None
+    kwargs: dict[str, Any] = dict(
+        max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+        strategy=strategy, precision=precision, accumulate_grad_batches=grad_accum,
+        gradient_clip_val=gradient_clip, default_root_dir=str(root),
+        logger=CSVLogger(str(root), name="logs") if keep_files else False,
+        callbacks=callbacks, enable_checkpointing=keep_files and bool(checkpoint_every),
+        enable_progress_bar=progress_bar, enable_model_summary=False, use_distributed_sampler=False,
+        num_sanity_val_steps=0, log_every_n_steps=log_every,
+        limit_val_batches=1.0 if validate else 0, check_val_every_n_epoch=None,
+        val_check_interval=(val_every or max_steps) * grad_accum if validate else None,
+    )
+    kwargs.update(options)
+    trainer = pl.Trainer(**kwargs)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    return trainer

@@ -1,0 +1,287 @@
+"""``adamergex train``: :class:`TrainConfig`, its YAML/flag parsing, and :func:`cli_train`.
+
+Part of :mod:`adamergex.training`; import the public names from there (``adamergex.cli`` routes ``train`` to
+``adamergex.training:cli_train``). A dataclass field and the docstring under it give the default, the YAML key
+and the ``--help`` text; flags given on the command line override the YAML file named by ``--config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._encoding import OBJECTIVES
+from ._heads import head_modules
+from ._model import load_for_training, objective_of
+from .errors import ConfigError
+from .registry import ADAPTERS
+from .task import DataFiles, get_task
+
+__all__ = ["TrainConfig", "cli_train", "parse_train_args"]
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``adamergex train`` (YAML keys are the field names)."""
+
+    model: str = ""
+    """Base model: Hugging Face Hub id or local directory (safetensors weights)."""
+    task: str = ""
+    """Registered task name."""
+    language: str = ""
+    """Language code of the training data."""
+    output: str = ""
+    """Directory to write the adapter (PEFT format) to; Lightning checkpoints and logs go to OUTPUT/lightning."""
+    adapter: str = "lora"
+    """Registered adapter type (lora, ia3, ...)."""
+    adapter_options: dict[str, Any] = field(default_factory=dict)
+    """PEFT config options, e.g. r=8 lora_alpha=16 target_modules=[q_proj,v_proj] (values parsed as YAML)."""
+    data_files: list[str] = field(default_factory=list)
+    """Local data in the task's schema: one file for any split, or SPLIT=FILE entries."""
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """Task field overrides, e.g. template=... chunk_length=256."""
+    train_split: str = "train"
+    """Split to train on."""
+    val_split: str | None = None
+    """Split to validate on (default: no validation)."""
+    limit: int | None = None
+    """Train on a seeded random subset of this many examples."""
+    max_steps: int | None = None
+    """Optimiser steps (default: one pass over the training data)."""
+    epochs: float = 1.0
+    """Passes over the training data when max_steps is not given."""
+    batch_size: int = 8
+    """Items per device per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step."""
+    lr: float = 1e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    scheduler: str = "linear"
+    """Learning-rate schedule after warm-up: linear, cosine or constant."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    max_length: int | None = None
+    """Tokens per item (default: the task's chunk_length, else 512)."""
+    seed: int = 0
+    """Seed of initialisation, data order and masking."""
+    precision: str = "32-true"
+    """Lightning precision: 32-true, bf16-mixed or 16-mixed (half-precision base weights need a mixed mode)."""
+    dtype: str | None = None
+    """dtype to load the base weights in (float32, bfloat16, float16; default: bfloat16 with bf16-mixed,
+    float16 with 16-mixed, else float32)."""
+    accelerator: str = "auto"
+    """Lightning accelerator: cpu, gpu, auto."""
+    devices: str = "1"
+    """Devices per node (a number or 'auto')."""
+    num_nodes: int = 1
+    """Nodes."""
+    strategy: str = "auto"
+    """Lightning strategy: auto, ddp, fsdp, ..."""
+    compile: bool = False
+    """torch.compile each transformer block and the loss."""
+    objective: str | None = None
+    """Force the objective (causal_lm, masked_lm, sequence_classification, seq2seq_lm) instead of inferring it."""
+    revision: str | None = None
+    """Model revision (commit, branch or tag) on the Hub."""
+    trust_remote_code: bool = False
+    """Allow model code from the Hub repository to run."""
+    head: str | None = None
+    """Directory of a shared reference head (from --train-head) to load and freeze."""
+    train_head: bool = False
+    """Train and write a shared reference head (backbone frozen) instead of an adapter."""
+    head_languages: list[str] = field(default_factory=list)
+    """With --train-head: languages to train the head on (default: --language)."""
+    stack_on: list[str] = field(default_factory=list)
+    """Adapter directories to keep active and frozen under the new adapter (MAD-X)."""
+    checkpoint_every: int | None = None
+    """Optimiser steps between checkpoints (default: a tenth of the run)."""
+    val_every: int | None = None
+    """Optimiser steps between validations (default: once at the end)."""
+    resume: bool = False
+    """Continue the run in OUTPUT from its last checkpoint."""
+    overwrite: bool = False
+    """Replace a non-empty OUTPUT."""
+    on_stall: str = "retry"
+    """When the loss does not fall: retry (at a lower learning rate), error, or warn."""
+    progress_bar: bool = True
+    """Show the progress bar."""
+
+    def __post_init__(self) -> None:
+        for name in ("model", "task", "language", "output"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} must be set (--{name.replace('_', '-')} or '{name}:' in the YAML)")
+        if self.scheduler not in ("linear", "cosine", "constant"):
+            raise ConfigError(f"scheduler must be linear, cosine or constant; got {self.scheduler!r}")
+        if self.on_stall not in ("retry", "error", "warn"):
+            raise ConfigError(f"on_stall must be retry, error or warn; got {self.on_stall!r}")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}")
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ConfigError(f"dtype must be float32, bfloat16 or float16; got {self.dtype!r}")
+        if not (self.devices == "auto" or str(self.devices).isdigit()):
+            raise ConfigError(f"devices must be a number or 'auto'; got {self.devices!r}")
+
+    @property
+    def data_files_value(self) -> DataFiles | None:
+        """``data_files`` as the task contract takes it (one path, or a split → paths mapping)."""
+        if not self.data_files:
+            return None
+        if all("=" not in f for f in self.data_files):
+            return self.data_files[0] if len(self.data_files) == 1 else {"train": list(self.data_files)}
+        mapping: dict[str, list[str]] = {}
+        for entry in self.data_files:
+            if "=" not in entry:
+                raise ConfigError(f"data_files mixes SPLIT=FILE entries with a bare file {entry!r}; name its split")
+            split, path = entry.split("=", 1)
+            mapping.setdefault(split, []).append(path)
+        return {k: v[0] if len(v) == 1 else v for k, v in mapping.items()}
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (what ``--help`` prints), read from its source."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _parse_pairs(entries: Sequence[str], option: str) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for entry in entries:
+        if "=" not in entry:
+            raise ConfigError(f"--{option} takes KEY=VALUE entries, got {entry!r}")
+        key, value = entry.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    docs = _field_docs(TrainConfig)
+    parser = argparse.ArgumentParser(
+        prog="adamergex train", argument_default=argparse.SUPPRESS,
+        description="Train a PEFT adapter on a task and language with Lightning. Options come from flags, a YAML "
+                    "file (--config; its keys are the option names with underscores), or both (flags win).")
+    parser.add_argument("--config", help="YAML file of options")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved options as YAML and exit")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_ = docs.get(f.name, "")
+        annotation = str(f.type)
+        if annotation == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_)
+        elif annotation.startswith(("list", "dict")):
+            parser.add_argument(flag, nargs="+", metavar="KEY=VALUE" if annotation.startswith("dict") else "VALUE",
+                                help=help_)
+        else:
+            kind = {"int": int, "float": float}.get(annotation.replace(" | None", ""), str)
+            parser.add_argument(flag, type=kind, help=help_)
+    return parser
+
+
+def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, bool]:
+    """``(config, print_only)`` from command-line arguments and the optional YAML file they name."""
+    import yaml
+
+    args = vars(_parser().parse_args(list(argv)))
+    print_only = bool(args.pop("print_config", False))
+    values: dict[str, Any] = {}
+    if "config" in args:
+        path = Path(args.pop("config"))
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must hold a mapping of options, got {type(loaded).__name__}")
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        loaded = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+        unknown = sorted(set(loaded) - names)
+        if unknown:
+            raise ConfigError(f"config {path} has unknown option(s) {unknown}; available: {', '.join(sorted(names))}")
+        values.update(loaded)
+    for key in ("adapter_options", "task_options"):
+        if key in args:
+            args[key] = {**values.get(key, {}), **_parse_pairs(args[key], key.replace("_", "-"))}
+    values.update(args)
+    if isinstance(values.get("data_files"), str):
+        values["data_files"] = [values["data_files"]]
+    if isinstance(values.get("data_files"), dict):
+        values["data_files"] = [f"{k}={v}" for k, v in values["data_files"].items()]
+    if "devices" in values:
+        values["devices"] = str(values["devices"])
+    return TrainConfig(**values), print_only
+
+
+def cli_train(argv: list[str]) -> int:
+    """``adamergex train``: see ``adamergex train --help``. Returns the exit status."""
+    import yaml
+
+    from .training import train_adapter, train_reference_head  # training imports this module
+
+    cfg, print_only = parse_train_args(argv)
+    if print_only:
+        print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+        return 0
+    task = get_task(cfg.task, **cfg.task_options)
+    task.check_language(cfg.language)
+    for lang in cfg.head_languages:
+        task.check_language(lang)
+    if not cfg.train_head:
+        ADAPTERS.get(cfg.adapter)
+    dtype_name = cfg.dtype or {"bf16": "bfloat16", "16": "float16"}.get(cfg.precision.split("-")[0], "float32")
+    model, tokenizer, new_modules = load_for_training(
+        cfg.model, task=task, objective=cfg.objective, revision=cfg.revision,  # type: ignore[arg-type]
+        trust_remote_code=cfg.trust_remote_code, dtype=getattr(torch, dtype_name))
+    objective = objective_of(model) if cfg.objective is None else cfg.objective
+    heads = set(head_modules(model))
+    fresh_heads = sorted(m for m in new_modules if m.split(".")[0] in heads or m in heads)
+    if objective in ("causal_lm", "masked_lm") and fresh_heads and cfg.head is None and not cfg.train_head:
+        raise ConfigError(
+            f"{cfg.model} has no trained LM head (the checkpoint lacks {fresh_heads}); an adapter trained beside a "
+            "random head mostly learns the head. Train a shared head once with --train-head and pass --head DIR")
+    devices: int | str = int(cfg.devices) if cfg.devices.isdigit() else cfg.devices
+    adapter_options = dict(cfg.adapter_options)
+    extra = [m for m in new_modules if objective == "sequence_classification" and m.split(".")[0] not in heads]
+    if extra:  # anything else the checkpoint lacked would be re-randomised at the next load: save it too
+        adapter_options["modules_to_save"] = [*adapter_options.get("modules_to_save", []), *extra]
+    common: dict[str, Any] = dict(
+        objective=objective, data_files=cfg.data_files_value, task_options=cfg.task_options,
+        train_split=cfg.train_split, val_split=cfg.val_split, limit=cfg.limit, max_steps=cfg.max_steps,
+        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+        max_length=cfg.max_length, weight_decay=cfg.weight_decay, scheduler=cfg.scheduler,
+        warmup_steps=cfg.warmup_steps, precision=cfg.precision, accelerator=cfg.accelerator, devices=devices,
+        num_nodes=cfg.num_nodes, strategy=cfg.strategy, compile=cfg.compile, seed=cfg.seed, output=cfg.output,
+        overwrite=cfg.overwrite, resume=cfg.resume, checkpoint_every=cfg.checkpoint_every, val_every=cfg.val_every,
+        on_stall=cfg.on_stall, base_model_revision=cfg.revision, progress_bar=cfg.progress_bar,
+    )
+    if cfg.train_head:
+        head = train_reference_head(model, tokenizer, task, cfg.head_languages or [cfg.language], **common)
+        print(json.dumps({"head": cfg.output, "sha256": head.fingerprint(), "tensors": len(head.tensors)}))
+        return 0
+    state = train_adapter(model, tokenizer, task, cfg.language, adapter=cfg.adapter, adapter_options=adapter_options,
+                          stack_on=cfg.stack_on, head=cfg.head, **common)
+    attempts = state.metadata["training"]["attempts"]
+    print(json.dumps({"adapter": cfg.output, **state.summary(), "final_loss": attempts[-1].get("final_loss"),
+                      "steps": attempts[-1]["steps"]}, default=str))
+    return 0
