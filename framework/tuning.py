@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .adapter_state import AdapterState
 from .errors import ConfigError, OutputExistsError
@@ -69,7 +69,7 @@ def tune(
     study_name: str | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
-    direction: str = "maximize",
+    direction: Literal["maximize", "minimize"] = "maximize",
     seed: int = 0,
     enqueue_default: bool = True,
     record: Mapping[str, Any] | None = None,
@@ -133,7 +133,8 @@ def tune(
         )
     best = study.best_trial
     complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    return TuneResult(strat.name, kind, dict(best.params), float(best.value), complete, name, storage, facts)
+    value = best.value if best.value is not None else math.nan
+    return TuneResult(strat.name, kind, dict(best.params), float(value), complete, name, storage, facts)
 
 
 def evaluation_objective(
@@ -207,7 +208,7 @@ def cli_tune(argv: list[str]) -> int:
     p.add_argument("--output", required=True, help="directory for best.json, best_adapter/ and history.png")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
     args = p.parse_args(argv)
-    from .evaluation import _parse_data_files, load_model
+    from .evaluation_cli import load_model, parse_data_files
 
     if args.split == "test" and not args.allow_test:
         raise ConfigError("tuning on split 'test' is refused: tune on 'validation' (or pass --allow-test)")
@@ -224,12 +225,11 @@ def cli_tune(argv: list[str]) -> int:
     from .task import get_task
 
     task = get_task(args.task)
-    model_type = "seq_cls" if states["task"].config.get("task_type") == "SEQ_CLS" else "causal_lm"
-    model, tokenizer = load_model(args.model, model_type=model_type, num_labels=task.num_labels or None,
+    model, tokenizer = load_model(args.model, task=task, adapter=states["task"], model_type="auto",
                                   trust_remote_code=args.trust_remote_code)
     objective = evaluation_objective(
         model, tokenizer, args.task, languages, metric=args.metric, split=args.split, allow_test=args.allow_test,
-        limit=args.limit, seed=args.seed, data_files=_parse_data_files(args.data_files),
+        limit=args.limit, seed=args.seed, data_files=parse_data_files(args.data_files),
     )
     record = {"task": args.task, "languages": languages, "split": args.split, "limit": args.limit, "seed": args.seed}
     result = tune(strat, states, objective, n_trials=args.n_trials, storage=storage, study_name=args.study_name,
@@ -254,7 +254,8 @@ def _plot_history(storage: str, study_name: str, path: Path) -> None:
 
     study = optuna.load_study(study_name=study_name, storage=storage)
     ax = optuna.visualization.matplotlib.plot_optimization_history(study)
+    figure: Any = ax.figure
     tmp = path.with_name(f".{path.name}.tmp.png")
-    ax.figure.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(ax.figure)
+    figure.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(figure)
     os.replace(tmp, path)

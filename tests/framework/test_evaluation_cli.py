@@ -10,7 +10,7 @@ import pytest
 
 from adamergex.cli import main
 from adamergex.errors import ConfigError
-from adamergex.evaluation import _parse_data_files
+from adamergex.evaluation_cli import parse_data_files as _parse_data_files
 from adamergex.io import save_adapter
 from adamergex.registry import TASKS
 from tests.framework.test_evaluation import (  # noqa: F401  (fixtures)

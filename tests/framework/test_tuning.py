@@ -44,11 +44,11 @@ def distance_objective(trio: dict[str, Any]) -> Any:
 
 
 def test_tuning_finds_the_best_scale_from_the_declared_search_space(lora_trio: dict[str, Any]) -> None:
-    result = tune("adamergex", lora_trio, distance_objective(lora_trio), n_trials=15, seed=0)
+    result = tune("adamergex", lora_trio, distance_objective(lora_trio), n_trials=30, seed=0)
     assert result.adapter_type == "lora" and result.study_name == "adamergex-lora"
     assert set(result.best_params) == {"t"}
     assert abs(result.best_params["t"] - BEST_T) < 0.1
-    assert result.n_trials == 15
+    assert result.n_trials == 30
 
 
 def test_reruns_resume_from_sqlite_storage(lora_trio: dict[str, Any], tmp_path: Path) -> None:

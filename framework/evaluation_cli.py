@@ -1,0 +1,202 @@
+"""``adamergex evaluate``: load a model by name or path, resolve the adapter, score, print and write JSON.
+
+Everything is validated before the model is loaded, and nothing is written on error. Models load with
+``trust_remote_code=False`` unless ``--trust-remote-code`` is given, and from safetensors only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from .adapter_state import AdapterState
+from .errors import ConfigError, OutputExistsError
+from .evaluation import (
+    MODEL_TYPES,
+    PURPOSES,
+    ModelType,
+    _check_languages,
+    _check_options,
+    _data_files_for,
+    evaluate,
+    resolve_adapter,
+)
+from .scoring import NORMALIZATIONS
+from .strategy import Composition
+from .task import DataFiles, Task, get_task
+
+__all__ = ["cli_evaluate", "load_model", "parse_data_files"]
+
+
+def _model_type_for(adapter: AdapterState | Composition | None, model_type: str) -> ModelType:
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(f"model_type must be one of {list(MODEL_TYPES)}, got {model_type!r}")
+    if model_type in ("causal_lm", "seq_cls"):
+        return "causal_lm" if model_type == "causal_lm" else "seq_cls"
+    state = adapter.adapters[adapter.head_from] if isinstance(adapter, Composition) else adapter
+    task_type = str((state.config.get("task_type") if state is not None else None) or "").upper()
+    return "seq_cls" if task_type == "SEQ_CLS" else "causal_lm"
+
+
+def _modules_brought(adapter: AdapterState | Composition | None) -> set[str]:
+    """Module paths (in the base model) whose weights the adapter saves whole, e.g. ``classifier``."""
+    if adapter is None:
+        return set()
+    state = adapter.adapters[adapter.head_from] if isinstance(adapter, Composition) else adapter
+    return {key.removeprefix("base_model.model.").rsplit(".", 1)[0] for key in state.saved_modules}
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    task: Task,
+    adapter: AdapterState | Composition | None = None,
+    model_type: ModelType = "auto",
+    tokenizer: str | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` to evaluate ``adapter`` on ``task``, from a local path or Hub id, in eval mode.
+
+    Loads through :func:`adamergex.training.load_for_training` (safetensors only, remote code only with
+    ``trust_remote_code``). ``model_type``: ``causal_lm``, ``seq_cls`` (with the task's ``num_labels``) or
+    ``auto`` (``seq_cls`` when the adapter's PEFT ``task_type`` is ``SEQ_CLS``). ``dtype``: ``auto`` (bfloat16 on a
+    GPU that supports it, else float32), ``float32``, ``bfloat16`` or ``float16``. ``device``: default ``cuda``
+    when available, else ``cpu``.
+
+    Raises:
+        ConfigError: the checkpoint lacks modules (a classifier head, a pooler) that the adapter does not bring,
+            so they would be evaluated at their random initialisation; or a bad option.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    from .training import load_for_training
+
+    kind = _model_type_for(adapter, model_type)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype == "auto":
+        cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+        torch_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    elif dtype in dtypes:
+        torch_dtype = dtypes[dtype]
+    else:
+        raise ConfigError(f"dtype must be one of {['auto', *dtypes]}, got {dtype!r}")
+    objective: Literal["sequence_classification", "causal_lm"] = (
+        "sequence_classification" if kind == "seq_cls" else "causal_lm"
+    )
+    loaded, tok, new_modules = load_for_training(
+        name_or_path, task=task, objective=objective, trust_remote_code=trust_remote_code, dtype=torch_dtype
+    )
+    brought = _modules_brought(adapter)
+    random = [m for m in new_modules if not any(m == b or m.startswith(b + ".") for b in brought)]
+    if random:
+        raise ConfigError(
+            f"{name_or_path} has no weights for {random}, so they would be evaluated at random initialisation; "
+            f"use an adapter that saves them (it saves {sorted(brought) or 'none'}) or a checkpoint that has them"
+        )
+    if tokenizer:
+        tok = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=trust_remote_code)
+    model: Any = loaded
+    model.to(device)
+    model.eval()
+    return model, tok
+
+
+# -- CLI ---------------------------------------------------------------------------------------------------------
+def parse_data_files(items: Sequence[str]) -> dict[str, DataFiles] | None:
+    """``LANG=PATH`` (any split) or ``LANG:SPLIT=PATH`` items into ``{language: path or {split: path}}``."""
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            raise ConfigError(f"--data-files must look like LANG=PATH or LANG:SPLIT=PATH, got {item!r}")
+        lang, _, split = key.partition(":")
+        if split:
+            current = out.setdefault(lang, {})
+            if not isinstance(current, dict):
+                raise ConfigError(f"--data-files gives {lang!r} both one file for every split and per-split files")
+            current[split] = path
+        else:
+            if lang in out:
+                raise ConfigError(f"--data-files gives language {lang!r} more than once")
+            out[lang] = path
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="adamergex evaluate",
+        description="Score a model (with an adapter or merge output) per language on a task; prints a table and "
+        "optionally writes JSON with the scores and a record of what was evaluated.",
+    )
+    p.add_argument("--model", required=True, help="base model: local path or Hugging Face id")
+    p.add_argument("--adapter", help="PEFT adapter directory or merge output (composition.json); none: base model")
+    p.add_argument("--task", required=True, help="registered task name")
+    p.add_argument("--languages", required=True, help="comma-separated languages, e.g. fr,de")
+    p.add_argument("--split", default="validation", help="train, validation or test (default: validation)")
+    p.add_argument("--limit", type=int, default=None, help="seeded random subset of N examples per language")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subsample (recorded)")
+    p.add_argument("--data-files", nargs="+", default=[], metavar="LANG[:SPLIT]=PATH",
+                   help="local data per language instead of the Hub")
+    p.add_argument("--output", help="write the results as JSON to this file (atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--predictions", action="store_true", help="include per-example predictions in --output")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default: 16)")
+    p.add_argument("--normalization", choices=NORMALIZATIONS, default="sum",
+                   help="log-likelihood of choices: sum (default), token_mean or byte_mean")
+    p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: model limit)")
+    p.add_argument("--purpose", choices=PURPOSES, default="report",
+                   help="report (default) or tuning; tuning on the test split needs --allow-test")
+    p.add_argument("--allow-test", action="store_true", help="allow --purpose tuning to read the test split")
+    p.add_argument("--model-type", choices=MODEL_TYPES, default="auto",
+                   help="auto (from the adapter's PEFT task_type: SEQ_CLS → seq_cls, else causal_lm)")
+    p.add_argument("--tokenizer", help="tokenizer path or id (default: --model)")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
+    p.add_argument("--no-base-model-check", action="store_true",
+                   help="accept an adapter whose recorded base model differs in name (same weights elsewhere)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def cli_evaluate(argv: list[str]) -> int:
+    """``adamergex evaluate``: everything is validated before the model is loaded; nothing is written on error."""
+    args = _parser().parse_args(argv)
+    task = get_task(args.task)
+    langs = _check_languages(task, [lang.strip() for lang in args.languages.split(",") if lang.strip()])
+    _check_options(task, args.split, args.purpose, args.allow_test, args.normalization, args.limit, args.seed)
+    data_files = parse_data_files(args.data_files)
+    _data_files_for(data_files, langs)
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        raise OutputExistsError(f"output {args.output} already exists; pass --overwrite to replace it")
+    adapter = resolve_adapter(args.adapter) if args.adapter else None
+    model, tokenizer = load_model(
+        args.model, task=task, adapter=adapter, model_type=args.model_type, tokenizer=args.tokenizer,
+        dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+    )
+    result = evaluate(
+        model, tokenizer, task, langs, adapter=adapter, split=args.split, limit=args.limit, seed=args.seed,
+        data_files=data_files, batch_size=args.batch_size, normalization=args.normalization,
+        max_length=args.max_length, purpose=args.purpose, allow_test=args.allow_test,
+        check_base_model=not args.no_base_model_check, keep_predictions=args.predictions,
+        progress=not args.no_progress,
+    )
+    if args.adapter:  # resolved above so its task_type could pick the model class; record where it came from
+        result.record["adapter_path"] = args.adapter
+    print(result.table())
+    if args.output:
+        from .io import write_json_atomic
+
+        write_json_atomic(args.output, result.to_dict())
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
