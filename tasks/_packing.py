@@ -1,6 +1,7 @@
 """Packing tokenised documents into fixed-length chunks for the language-modelling reference tasks.
 
-Pure list arithmetic, no tokenizer: training tokenises ``Example.prompt`` and calls :func:`pack`.
+A list-returning front end to :func:`adamergex.packing.pack_token_ids`, the one packing implementation (training
+uses it directly).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from adamergex.errors import ConfigError
+from adamergex.packing import pack_token_ids
 
 __all__ = ["pack"]
 
@@ -23,11 +25,4 @@ def pack(token_id_lists: Iterable[Sequence[int]], chunk_length: int, eos_id: int
     """
     if isinstance(chunk_length, bool) or not isinstance(chunk_length, int) or chunk_length <= 0:
         raise ConfigError(f"chunk_length must be a positive integer, got {chunk_length!r}")
-    stream: list[int] = []
-    for ids in token_id_lists:
-        if len(ids) == 0:
-            continue
-        stream.extend(ids)
-        stream.append(eos_id)
-    usable = len(stream) - len(stream) % chunk_length
-    return [stream[i : i + chunk_length] for i in range(0, usable, chunk_length)]
+    return pack_token_ids(token_id_lists, chunk_length, eos_id).tolist()  # type: ignore[no-any-return]
