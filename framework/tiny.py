@@ -7,7 +7,7 @@ models are randomly initialised from a config. The same builders serve real use 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -38,7 +38,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, *, min_frequenc
     )
     tok.train_from_iterator(texts, trainer=trainer)
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    return PreTrainedTokenizerFast(
+    fast: PreTrainedTokenizerFast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         pad_token="<pad>",
         bos_token="<s>",
@@ -46,6 +46,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, *, min_frequenc
         unk_token="<unk>",
         mask_token="<mask>",
     )
+    return fast
 
 
 def tiny_llama(
@@ -83,19 +84,20 @@ def tiny_llama(
     return model
 
 
-def _bert_config(vocab_size: int, hidden_size: int, layers: int, heads: int, num_labels: int = 2):  # type: ignore[no-untyped-def]
+def _bert_config(vocab_size: int, hidden_size: int, layers: int, heads: int, num_labels: int = 2) -> Any:
     from transformers import BertConfig
 
-    return BertConfig(
+    options: Any = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         intermediate_size=hidden_size * 2,
         max_position_embeddings=256,
-        num_labels=num_labels,
+        num_labels=num_labels,  # a PretrainedConfig option, not in BertConfig's own signature
         pad_token_id=0,
     )
+    return BertConfig(**options)
 
 
 def tiny_bert_classifier(
