@@ -4,6 +4,7 @@ from . import reference_clm  # noqa: F401
 from . import reference_mlm  # noqa: F401
 from . import reference_text  # noqa: F401
 from . import text_classification  # noqa: F401
+from . import world  # noqa: F401
 from . import xcopa  # noqa: F401
 from . import xlsum  # noqa: F401
 from . import xnli  # noqa: F401

@@ -1,0 +1,128 @@
+"""Summaries, tables and the bar chart of ``adamergex demo`` (pure functions of its per-seed scores)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["markdown", "summarise", "write"]
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    n = len(values)
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": n}
+
+
+def summarise(
+    per_seed: Mapping[str, Mapping[str, Sequence[float]]], *, baseline: str | None, upper: str
+) -> dict[str, Any]:
+    """Per adapter type and row: mean, sample standard deviation, min, max over seeds, and the share of the gap
+    ``upper − baseline`` that the row closes, ``(row − baseline) / (upper − baseline)`` on the means (``None``
+    when there is no baseline or the gap is not positive)."""
+    out: dict[str, Any] = {}
+    for kind, rows in per_seed.items():
+        stats = {row: _stats(values) for row, values in rows.items()}
+        gap = None
+        if baseline is not None and baseline in stats:
+            gap = stats[upper]["mean"] - stats[baseline]["mean"]
+        for row, s in stats.items():
+            s["gap_closed"] = (s["mean"] - stats[baseline]["mean"]) / gap if gap and gap > 0 else None  # type: ignore[index]
+        out[kind] = {"rows": stats, "baseline": baseline, "upper": upper, "gap": gap}
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def markdown(record: Mapping[str, Any]) -> str:
+    """The results table (strategy × adapter type, mean ± sample std over seeds, share of the gap closed)."""
+    summary = record["summary"]
+    kinds = list(summary)
+    rows = list(next(iter(summary.values()))["rows"])
+    lines = [
+        f"# adamergex demo: {record['task']} {record['source_language']} → {record['target_language']}",
+        "",
+        f"{record['metric']} (%) on the {record['target_language']} `{record['split']}` split, mean ± sample std "
+        f"over seeds {', '.join(map(str, record['config']['seeds']))}; chance {_pct(record['chance'])}. "
+        "'gap closed' is (strategy − source_only) / (upper_bound − source_only) on the means.",
+        "",
+        "| strategy | " + " | ".join(f"{k} | {k} gap closed" for k in kinds) + " |",
+        "|---|" + "---:|---:|" * len(kinds),
+    ]
+    for row in rows:
+        cells = []
+        for k in kinds:
+            s = summary[k]["rows"][row]
+            closed = "" if s["gap_closed"] is None else f"{100 * s['gap_closed']:.0f}%"
+            cells += [f"{_pct(s['mean'])} ± {_pct(s['std'])}", closed]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for k in kinds:
+        gap = summary[k]["gap"]
+        if gap is not None:
+            lines.append(f"- {k}: gap between source_only and upper_bound {_pct(gap)} points")
+    lines += [
+        "",
+        f"Base model `{record['base_model']['config_hash']}` ({'built now' if record['base_model']['built_now'] else 'cached'}); "
+        f"git {record['git_sha'] or 'unknown'}; {record['seconds']['total']:.0f} s in total.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(record: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = record["summary"]
+    kinds = list(summary)
+    rows = list(next(iter(summary.values()))["rows"])
+    width = 0.8 / len(kinds)
+    fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 4))
+    for i, k in enumerate(kinds):
+        means = [100 * summary[k]["rows"][r]["mean"] for r in rows]
+        stds = [100 * summary[k]["rows"][r]["std"] for r in rows]
+        xs = [j + (i - (len(kinds) - 1) / 2) * width for j in range(len(rows))]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=k)
+    ax.axhline(100 * record["chance"], color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(rows, rotation=20, ha="right")
+    ax.set_ylabel(f"{record['metric']} (%)")
+    ax.set_title(f"{record['task']}: {record['source_language']} → {record['target_language']} "
+                 f"({record['split']}, {len(record['config']['seeds'])} seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(directory: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
+    """Write ``results.json``, ``results.md`` and ``results.png`` into ``directory`` (each file atomically)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    payloads = {
+        "results.json": (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode(),
+        "results.md": markdown(record).encode(),
+    }
+    for name, data in payloads.items():
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, out / name)
+    fd, tmp = tempfile.mkstemp(prefix=".results.png.", suffix=".png", dir=out)
+    os.close(fd)
+    try:
+        _plot(record, Path(tmp))
+        os.replace(tmp, out / "results.png")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
