@@ -4,7 +4,7 @@ The search space is the strategy's own config (:meth:`StrategyConfig.suggest`), 
 to keep in sync. One study per (strategy, adapter type): LoRA and (IA)³ have different scales (a ``t`` that is
 right for ΔW arithmetic is not right for ratios of vectors), so each type gets its own best parameters. Studies
 live in Optuna's own storages: an SQLite file by default (``sqlite:///study.db``), or a PostgreSQL URL for many
-workers (``postgresql://user@host/db``, needs the ``postgres`` extra). Reruns resume: trials already in the
+workers (``postgresql+psycopg2://user:password@host/db``, needs the ``postgres`` extra). Reruns resume: trials already in the
 study count towards ``n_trials`` (Optuna's ``MaxTrialsCallback``), so several workers on one storage share the
 budget and an interrupted run picks up where it stopped.
 
