@@ -57,8 +57,11 @@ class Recipe:
     """Task examples per step."""
     ref_batch_size: int = 8
     """Reference chunks per step."""
-    lr: dict[str, float] = field(default_factory=lambda: {"lora": 3e-3, "ia3": 3e-2})
-    """Peak learning rate per adapter type (linear decay after a short warm-up)."""
+    lr: dict[str, float] = field(default_factory=lambda: {"lora": 3e-3, "ia3": 1.0})
+    """Peak learning rate of task adapters per adapter type (linear decay after a short warm-up; (IA)³ vectors
+    start at 1 and need a large rate to move in a few hundred steps)."""
+    ref_lr: dict[str, float] = field(default_factory=lambda: {"lora": 3e-3, "ia3": 0.1})
+    """Peak learning rate of reference adapters per adapter type."""
     adapter_options: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "lora": {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
         "ia3": {"target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]},
@@ -204,7 +207,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message=r".*(LeafSpec|is_gradient_checkpointing|training loss did not).*")
             return train_adapter(
                 copy.deepcopy(base.model), base.tokenizer, reference if is_ref else task, language, adapter=kind,
-                adapter_options=recipe.adapter_options[kind], max_steps=steps, lr=recipe.lr[kind],
+                adapter_options=recipe.adapter_options[kind], max_steps=steps, lr=(recipe.ref_lr if is_ref else recipe.lr)[kind],
                 batch_size=recipe.ref_batch_size if is_ref else recipe.batch_size, seed=seed, scheduler="linear",
                 warmup_steps=max(1, steps // 20), on_stall="warn" if is_ref else "retry",
             )
@@ -327,7 +330,7 @@ def cli_demo(argv: Sequence[str]) -> int:
 
     cfg = _config_from_args(_parser().parse_args(list(argv)))
     record = run_demo(cfg)
-    print(_report.markdown(record))
+    print(_report.markdown(record), end="")
     print(f"\nwrote {', '.join(str(Path(cfg.output) / n) for n in OUTPUT_FILES)} "
           f"in {record['seconds']['total']:.0f} s", file=sys.stderr)
     return 0

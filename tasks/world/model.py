@@ -284,7 +284,7 @@ def _pretrain(cfg: BaseModelConfig, out: Path, *, progress: bool) -> dict[str, A
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         bar.set_postfix(loss=f"{loss_value:.3f}")
     bar.close()
     model.eval()
