@@ -328,13 +328,22 @@ def loglikelihoods(
     """
     if not pairs:
         return []
+    sums, n_conts, _ = _score_pairs(model, tokenizer, pairs, batch_size, max_length, progress)
+    return list(zip(sums, n_conts))
+
+
+def _score_pairs(
+    model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int, max_length: int | None,
+    progress: str | None,
+) -> tuple[list[float], list[int], list[int]]:
+    """Summed continuation log-probabilities, continuation token counts and byte counts of ``pairs``."""
     enc = _Encoder(model, tokenizer)
-    seqs, n_conts, _ = _requests(enc, pairs, model_max_length(model, tokenizer, max_length))
+    seqs, n_conts, n_bytes = _requests(enc, pairs, model_max_length(model, tokenizer, max_length))
     with _inference(model):
         sums = _score_sequences(
             model, seqs, n_conts, pad_id=_pad_id(tokenizer), batch_size=batch_size, progress=progress
         )
-    return list(zip(sums, n_conts))
+    return sums, n_conts, n_bytes
 
 
 def choice_scores(
@@ -360,12 +369,7 @@ def choice_scores(
         pairs.extend((ex.prompt, c) for c in ex.choices)
     if not pairs:
         return []
-    enc = _Encoder(model, tokenizer)
-    seqs, n_conts, n_bytes = _requests(enc, pairs, model_max_length(model, tokenizer, max_length))
-    with _inference(model):
-        sums = _score_sequences(
-            model, seqs, n_conts, pad_id=_pad_id(tokenizer), batch_size=batch_size, progress=progress
-        )
+    sums, n_conts, n_bytes = _score_pairs(model, tokenizer, pairs, batch_size, max_length, progress)
     divisor = {"sum": [1] * len(sums), "token_mean": n_conts, "byte_mean": n_bytes}[normalization]
     flat = [s / d for s, d in zip(sums, divisor)]
     out, pos = [], 0
