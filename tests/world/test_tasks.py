@@ -197,3 +197,15 @@ def test_native_prompts_write_the_frame_in_the_target_language() -> None:
     assert ex_default.choices == (" yes", " maybe", " no")
     assert not set(ex_native.choices) & set(ex_default.choices)
     assert "question" in ex_default.prompt and "question" not in ex_native.prompt
+
+
+@pytest.mark.parametrize("task_name", WORLD_TASKS)
+def test_world_tasks_follow_the_task_contract(task_name: str) -> None:
+    import dataclasses
+
+    cls = TASKS.get(task_name)
+    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    assert cls.name == task_name and cls.__module__.startswith("adamergex.tasks.world.")
+    task = get_task(task_name)
+    assert task.source_language == "src" and task.languages == LANGUAGES
+    assert task.metric() is not task.metric()
