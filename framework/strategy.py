@@ -20,7 +20,7 @@ import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .adapter_state import AdapterState
 from .errors import ConfigError, IncompatibleAdaptersError
@@ -227,8 +227,6 @@ class Strategy:
     summary: str = ""
     identity: Mapping[str, Any] | None = None
     """Parameters at which the strategy returns the task adapter exactly (``t = 0``...); ``None`` if none do."""
-
-    ROLE_NAMES: ClassVar[dict[str, str]] = ROLES
 
     def make_config(self, params: Mapping[str, Any] | StrategyConfig | None = None) -> StrategyConfig:
         """Validated config from a mapping (strings allowed) or an existing config."""

@@ -43,11 +43,6 @@ def madx_stack(adapters: Mapping[str, AdapterState], cfg: MadxStackConfig) -> Co
         raise IncompatibleAdaptersError(
             f"madx_stack needs one adapter type; task is {task.kind!r}, ref_target is {lang.kind!r}"
         )
-    if lang.base_model != task.base_model:
-        raise IncompatibleAdaptersError(
-            f"adapters must share a base model; task was trained on {task.base_model!r}, "
-            f"ref_target on {lang.base_model!r}"
-        )
     # The language adapter's own heads (e.g. an LM head) are dropped: the task adapter's heads are used.
     lang_only = lang.replace(saved_modules={}, config={**lang.config, "modules_to_save": None})
     return Composition(strategy="madx_stack", adapters={"ref_target": lang_only, "task": task}, head_from="task")

@@ -115,10 +115,7 @@ class LoraAdapter(AdapterType):
         )
 
     def to_peft(self, state: AdapterState) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        weights: dict[str, torch.Tensor] = {}
-        for module, group in state.params.items():
-            for name, tensor in group.items():
-                weights[module + _KEY_OF[name]] = tensor
+        weights = self.to_weights(state)
         weights.update(state.saved_modules)
         return self._config_for(state), weights
 
@@ -149,6 +146,7 @@ class LoraAdapter(AdapterType):
 
     @staticmethod
     def to_weights(state: AdapterState) -> dict[str, torch.Tensor]:
+        """The LoRA factors as PEFT state-dict entries (saved modules excluded)."""
         return {m + _KEY_OF[n]: t for m, g in state.params.items() for n, t in g.items()}
 
     def peft_config(self, **options: Any) -> Any:
