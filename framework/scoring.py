@@ -11,6 +11,7 @@ prompt listing every option ("True, False or Neither?") count any answer as corr
   prompt moves to the continuation (``"Answer: " + "True"`` is scored as ``"Answer:" + " True"``). Pairs are
   batched longest first, left-padded with explicit position ids, and the model returns logits only for the last
   positions (``logits_to_keep``) where it supports it; log-softmax is taken only at continuation positions.
+  Pairs whose model input is the same (the choices of one example when each is a single token) share one row.
   :func:`score_choices` picks the best choice under a :data:`Normalization`: ``sum`` (default), ``token_mean``
   (per continuation token) or ``byte_mean`` (per UTF-8 byte of the continuation, tokenizer-independent). Ties go
   to the lowest index.
@@ -278,33 +279,56 @@ def _score_sequences(
     model: Any, seqs: Sequence[list[int]], n_conts: Sequence[int], *, pad_id: int, batch_size: int,
     progress: str | None,
 ) -> list[float]:
-    """Summed log-probability of the last ``n_conts[i]`` tokens of each ``seqs[i]``."""
+    """Summed log-probability of the last ``n_conts[i]`` tokens of each ``seqs[i]``.
+
+    The model reads ``seqs[i][:-1]`` and its logits at the last ``n_conts[i]`` positions are scored. Requests
+    that read the same tokens share one row: the choices of a multiple-choice example whose continuations are
+    single tokens (``yes``/``maybe``/``no``) cost one forward pass, not one each.
+    """
     import torch
 
     device = _device(model)
     params = _forward_params(model)
+    row_of: dict[tuple[int, ...], int] = {}
+    members: list[list[int]] = []  # per row, the requests it answers
+    for i, seq in enumerate(seqs):
+        row = row_of.setdefault(tuple(seq[:-1]), len(row_of))
+        if row == len(members):
+            members.append([])
+        members[row].append(i)
+    rows_ids = list(row_of)
+    keep = [max(n_conts[i] for i in m) for m in members]  # logits needed at the end of each row
     out = [0.0] * len(seqs)
-    batches = _batches([len(s) for s in seqs], batch_size)
+    batches = _batches([len(r) for r in rows_ids], batch_size)
     with _progress(len(batches), progress) as bar:
         for idx in batches:
-            input_ids = _pad([seqs[i] for i in idx], pad_id, left=True, device=device)  # (B, T)
-            mask = _pad([[1] * len(seqs[i]) for i in idx], 0, left=True, device=device)  # (B, T)
-            k = max(n_conts[i] for i in idx)
-            logits = _last_logits(model, params, input_ids, mask, k + 1)[:, :-1]  # (B, k, V): the last k tokens
-            targets = input_ids[:, -k:]  # (B, k)
-            n = torch.tensor([n_conts[i] for i in idx], device=device)
-            valid = torch.arange(k, device=device)[None, :] >= (k - n)[:, None]  # (B, k) continuation positions
-            rows, cols = valid.nonzero(as_tuple=True)  # (N,) each, N = continuation tokens in the batch
-            gold = targets[rows, cols]  # (N,)
-            token_lp = torch.empty(len(rows), device=device, dtype=torch.float32)  # (N,)
+            input_ids = _pad([rows_ids[r] for r in idx], pad_id, left=True, device=device)  # (B, T)
+            mask = _pad([[1] * len(rows_ids[r]) for r in idx], 0, left=True, device=device)  # (B, T)
+            k = max(keep[r] for r in idx)
+            logits = _last_logits(model, params, input_ids, mask, k)  # (B, k, V): the last k positions
+            b_idx, cols, gold, owner = [], [], [], []
+            for b, r in enumerate(idx):
+                for i in members[r]:
+                    n = n_conts[i]
+                    b_idx += [b] * n
+                    cols += range(k - n, k)  # the positions that predict the last n tokens of seqs[i]
+                    gold += seqs[i][-n:]
+                    owner += [i] * n
+            rows_t = torch.tensor(b_idx, device=device)  # (N,) N = continuation tokens answered by the batch
+            cols_t = torch.tensor(cols, device=device)  # (N,)
+            gold_t = torch.tensor(gold, device=device)  # (N,)
+            token_lp = torch.empty(len(b_idx), device=device, dtype=torch.float32)  # (N,)
             chunk = max(1, _LOGSOFTMAX_ELEMENTS // logits.shape[-1])
-            for s in range(0, len(rows), chunk):
-                picked = logits[rows[s : s + chunk], cols[s : s + chunk]].float()  # (c, V)
+            for s in range(0, len(b_idx), chunk):
+                picked = logits[rows_t[s : s + chunk], cols_t[s : s + chunk]].float()  # (c, V)
                 token_lp[s : s + chunk] = (
-                    picked.gather(-1, gold[s : s + chunk, None]).squeeze(-1) - picked.logsumexp(-1)
+                    picked.gather(-1, gold_t[s : s + chunk, None]).squeeze(-1) - picked.logsumexp(-1)
                 )
-            sums = torch.zeros(len(idx), device=device, dtype=torch.float64).index_add_(0, rows, token_lp.double())
-            for i, value in zip(idx, sums.tolist()):
+            requests = sorted(set(owner))
+            slot = {i: j for j, i in enumerate(requests)}
+            sums = torch.zeros(len(requests), device=device, dtype=torch.float64).index_add_(
+                0, torch.tensor([slot[i] for i in owner], device=device), token_lp.double())
+            for i, value in zip(requests, sums.tolist()):
                 out[i] = value
             bar.update(1)
     return out

@@ -47,6 +47,30 @@ def test_loglikelihood_equals_an_unbatched_forward(tok: Any, llama: Any) -> None
         assert loglikelihoods(llama, tok, PAIRS, batch_size=batch_size) == expected
 
 
+def test_single_token_choices_share_one_forward_pass(tok: Any, llama: Any) -> None:
+    prompts = ["Question: is it raining?\nAnswer:", "the cat sat on the", "What is 3 plus 4?"]
+    choices = [" is", " was", " on", " 3"]
+    for c in choices:
+        assert len(token_ids(tok, c)) == 1, f"{c!r} must be one token of the test tokenizer"
+    examples = [Example(prompt=p, choices=tuple(choices), label=0) for p in prompts]
+    calls: list[int] = []
+    hook = llama.register_forward_hook(lambda module, args, out: calls.append(1))
+    try:
+        shared = choice_scores(llama, tok, examples, batch_size=1)
+    finally:
+        hook.remove()
+    assert len(calls) == len(prompts)  # one row per prompt, not one per (prompt, choice)
+    for prompt, row in zip(prompts, shared):
+        ctx = token_ids(tok, prompt)
+        for c, value in zip(choices, row):
+            whole = token_ids(tok, prompt + c)
+            assert value == pytest.approx(naive_logprob(llama, whole, len(whole) - len(ctx)), abs=1e-4)
+    # a multi-token continuation and a single-token one after the same prompt still score independently
+    (two, n2), (one, n1) = loglikelihoods(llama, tok, [(prompts[0], " is it the"), (prompts[0], " is")])
+    assert (n2, n1) == (len(token_ids(tok, prompts[0] + " is it the")) - len(token_ids(tok, prompts[0])), 1)
+    assert one == pytest.approx(shared[0][0], abs=1e-5) and two < one
+
+
 def test_trailing_whitespace_of_the_prompt_moves_to_the_continuation(tok: Any, llama: Any) -> None:
     a, b = loglikelihoods(llama, tok, [("Answer: ", "True"), ("Answer:", " True")])
     assert a == b
