@@ -33,6 +33,18 @@ from .errors import NumericalError
 
 __all__ = ["AdapterState"]
 
+BYTES_KEY = "adamergex_state"
+"""safetensors header key of :meth:`AdapterState.to_bytes` that holds the fields other than tensors."""
+
+
+def _safetensors_metadata(blob: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors blob (its JSON header: 8-byte little-endian length, then JSON)."""
+    if len(blob) < 8:
+        raise ValueError(f"{len(blob)} bytes is shorter than a safetensors header")
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8: 8 + size])
+    return dict(header.get("__metadata__") or {})
+
 
 @dataclass
 class AdapterState:
@@ -103,6 +115,44 @@ class AdapterState:
         params = {m: {n: t.to(device=device, dtype=dtype) for n, t in g.items()} for m, g in self.params.items()}
         saved = {k: t.to(device=device) for k, t in self.saved_modules.items()}
         return self.replace(params=params, saved_modules=saved)
+
+    # -- bytes (between processes) ----------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The whole state as one safetensors blob: tensors by :meth:`tensors` name, the other fields as JSON in
+        the header (key ``adamergex_state``). :meth:`from_bytes` inverts it bit for bit; no pickle is involved,
+        so a state can cross a process boundary (or a network) as data, never as code."""
+        from safetensors.torch import save
+
+        fields = {"kind": self.kind, "base_model": self.base_model, "config": self.config,
+                  "scaling": self.scaling, "metadata": self.metadata,
+                  "params": {m: sorted(g) for m, g in self.params.items()}, "saved_modules": sorted(self.saved_modules)}
+        tensors = {name: t.detach().to("cpu").contiguous() for name, t in self.tensors()}
+        return save(tensors, metadata={BYTES_KEY: json.dumps(fields)})
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> AdapterState:
+        """The state written by :meth:`to_bytes`.
+
+        Raises:
+            AdapterFormatError: ``blob`` is not such a safetensors blob (saying what is wrong).
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        from .errors import AdapterFormatError
+
+        try:
+            tensors = load(blob)
+            header = _safetensors_metadata(blob)
+        except (SafetensorError, ValueError) as exc:
+            raise AdapterFormatError(f"AdapterState.from_bytes needs a blob from AdapterState.to_bytes: {exc}") from None
+        if BYTES_KEY not in header:
+            raise AdapterFormatError(f"AdapterState.from_bytes needs a blob from AdapterState.to_bytes; its header "
+                                     f"has no {BYTES_KEY!r} key (keys: {sorted(header)})")
+        fields = json.loads(header[BYTES_KEY])
+        params = {m: {n: tensors[f"{m}:{n}"] for n in names} for m, names in fields.pop("params").items()}
+        saved = {k: tensors[f"saved:{k}"] for k in fields.pop("saved_modules")}
+        return cls(params=params, saved_modules=saved, **fields)
 
     # -- checks and identity --------------------------------------------------------------------------------
     def check_finite(self, where: str = "adapter") -> None:
