@@ -276,7 +276,7 @@ class TaskDataModule(pl.LightningDataModule):
         out: list[Example] = []
         for lang in self.languages:
             ds = self.task.load(lang, split, data_files=self._files_for(lang), limit=limit, seed=self.seed)
-            out.extend(self.task.format(row) for row in ds)
+            out.extend(self.task.format(row) for row in ds.to_list())  # one Arrow conversion, not one per row
         if not out:
             raise ConfigError(f"task {self.task.name!r} has no {split!r} examples for {', '.join(self.languages)}")
         return out

@@ -358,7 +358,7 @@ def evaluate(
     data: dict[str, list[Example]] = {}
     for lang in langs:  # every language's data first: a bad file fails before any scoring
         rows = task_obj.load(lang, split, data_files=files[lang], limit=limit, seed=seed)
-        data[lang] = [task_obj.format(row) for row in rows]
+        data[lang] = [task_obj.format(row) for row in rows.to_list()]  # one Arrow conversion, not one per row
         if not data[lang]:
             raise ConfigError(f"task {task_obj.name!r} has no {split} examples for {lang!r}")
         record["examples"][lang] = len(data[lang])
