@@ -306,7 +306,10 @@ def _score_sequences(
             mask = _pad([[1] * len(rows_ids[r]) for r in idx], 0, left=True, device=device)  # (B, T)
             k = max(keep[r] for r in idx)
             logits = _last_logits(model, params, input_ids, mask, k)  # (B, k, V): the last k positions
-            b_idx, cols, gold, owner = [], [], [], []
+            b_idx: list[int] = []
+            cols: list[int] = []
+            gold: list[int] = []
+            owner: list[int] = []
             for b, r in enumerate(idx):
                 for i in members[r]:
                     n = n_conts[i]
