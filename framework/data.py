@@ -34,6 +34,7 @@ packing in :mod:`adamergex.packing`, both re-exported here.
 from __future__ import annotations
 
 import math
+import weakref
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -154,6 +155,13 @@ class Collator:
 
 
 # -- the DataModule ----------------------------------------------------------------------------------------------
+_SETUP_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+"""Per tokenizer (dropped with it), the encoded data of recent :meth:`TaskDataModule.setup` calls."""
+_CACHE_ENTRIES = 8
+_CACHE_MAX_ITEMS = 50_000
+"""Larger datasets are not kept: their encoding is cheap next to training on them, and memory is not."""
+
+
 class TaskDataModule(pl.LightningDataModule):
     """Training (and optional validation) data of a registered task in one or more languages.
 
@@ -290,11 +298,44 @@ class TaskDataModule(pl.LightningDataModule):
             mlm_probability=self.resolved_mlm_probability,
         )
 
+    def _cache_key(self) -> tuple[Any, ...] | None:
+        """What determines the encoded data, or ``None`` when it may change between calls (local files)."""
+        if self.data_files is not None or self.tokenizer is None:
+            return None
+        # the seed draws limited subsets and MLM masks; otherwise it orders batches only, which is not cached
+        seeded = self.limit is not None or self.val_limit is not None or self.objective == "masked_lm"
+        key = (self.task, self.languages, self.train_split, self.val_split, self.limit, self.val_limit,
+               self.seed if seeded else None, self.objective, self.resolved_max_length, self.resolved_mlm_probability, len(self.tokenizer),
+               getattr(self.tokenizer, "name_or_path", None))
+        try:
+            hash(key)
+        except TypeError:  # a task with unhashable fields is simply not cached
+            return None
+        return key
+
     # -- Lightning hooks -------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        """Load, format and encode the data (once; later calls do nothing)."""
+        """Load, format and encode the data (once; later calls do nothing).
+
+        Within a process, the encoded data of a (task, languages, splits, limits, seed, objective, lengths,
+        tokenizer) seen before is reused (Hub and generated data only; local ``data_files`` are always read), so
+        runs that train several adapters on the same data (seeds, adapter types, sweeps) encode it once.
+        """
         if self.train_set is not None:
             return
+        key = self._cache_key()
+        cached = _SETUP_CACHE.get(self.tokenizer, {}).get(key) if key is not None else None
+        if cached is not None:
+            self.train_set, self.val_set, self.label_counts, self.fingerprint = cached
+            return
+        self._setup_uncached()
+        if key is not None and len(self.train_set or []) + len(self.val_set or []) <= _CACHE_MAX_ITEMS:
+            per_tokenizer = _SETUP_CACHE.setdefault(self.tokenizer, {})
+            while len(per_tokenizer) >= _CACHE_ENTRIES:
+                per_tokenizer.pop(next(iter(per_tokenizer)))  # the oldest entry
+            per_tokenizer[key] = (self.train_set, self.val_set, self.label_counts, self.fingerprint)
+
+    def _setup_uncached(self) -> None:
         examples = self.load_examples(self.train_split, self.limit)
         items = self._encode(examples, seed=self.seed)
         self.train_set = EncodedDataset(items)

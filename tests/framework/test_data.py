@@ -184,3 +184,37 @@ def test_datamodule_names_what_exists_on_bad_input(tok: Any, cls_file: Path, tmp
         late.connect(tokenizer=tok, objective="causal_lm", max_length=32)
         late.setup()
         assert late.train_set is not None and len(late.train_set) == len(TEXTS)
+
+
+def test_setup_reuses_encoded_data_only_when_nothing_that_shapes_it_changed(tok: Any, cls_file: Path) -> None:
+    from adamergex.task import get_task
+
+    task = get_task("world_nli", train_size=60, validation_size=12, test_size=12)
+
+    def module(task: Task = task, language: str = "src", **kw: Any) -> TaskDataModule:
+        dm = TaskDataModule(task, language, tok, **{"objective": "causal_lm", "batch_size": 4, "seed": 0, **kw})
+        dm.setup("fit")
+        return dm
+
+    first = module()
+    again = module(seed=7)  # the seed orders batches only: same encoding, reused
+    assert again.train_set is first.train_set and again.fingerprint == first.fingerprint
+    assert next(iter(again.train_dataloader()))["input_ids"].shape[0] == 4
+    changes = ({"language": "lex"}, {"max_length": 16}, {"limit": 30}, {"task": get_task("world_nli", train_size=61)})
+    for changed in changes:
+        other = module(**changed)
+        assert other.train_set is not first.train_set, changed
+    fresh = TaskDataModule(task, "src", tok, "causal_lm", batch_size=4)
+    fresh._setup_uncached()
+    assert [it["input_ids"].tolist() for it in fresh.train_set.items] == \
+        [it["input_ids"].tolist() for it in first.train_set.items]
+    # MLM masks depend on the seed; local files are always read again
+    ref = get_task("world_reference", train_size=30, validation_size=4, test_size=4)
+    m0, m1 = module(task=ref, objective="masked_lm"), module(task=ref, objective="masked_lm", seed=1)
+    assert m1.train_set is not m0.train_set
+    assert module(task=ref, objective="masked_lm").train_set is m0.train_set
+    files = TaskDataModule(ToyCls(), "en", tok, "causal_lm", data_files=str(cls_file))
+    files.setup("fit")
+    files2 = TaskDataModule(ToyCls(), "en", tok, "causal_lm", data_files=str(cls_file))
+    files2.setup("fit")
+    assert files2.train_set is not files.train_set
