@@ -44,6 +44,7 @@ public names of its parts: ``_model`` (:func:`objective_of`, :func:`prepare_mode
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -381,7 +382,7 @@ def train_adapter(
                              "weight_decay": weight_decay, "scheduler": scheduler, "warmup_steps": warmup_steps,
                              "gradient_clip": gradient_clip, "precision": precision,
                              "strategy": type(trainer.strategy).__name__, "compile": compile,
-                             "attempts": attempts, "framework": _versions(),
+                             "attempts": attempts, "framework": dict(_versions()),
                              "validation": {k: float(v) for k, v in trainer.callback_metrics.items()
                                             if k.startswith("val/")}},
                 "head": head_info,
@@ -423,6 +424,7 @@ def _describe_source(data_files: DataFiles | None, task: Task) -> Any:
     return {k: (str(v) if isinstance(v, (str, os.PathLike)) else [str(x) for x in v]) for k, v in data_files.items()}
 
 
+@functools.cache  # package metadata lookups cost ~30 ms, and versions do not change within a process
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 

@@ -26,17 +26,16 @@ import textwrap
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from adamergex.errors import ConfigError, OutputExistsError, UnknownNameError
 
+from . import _jobs
 from .grammar import LANGUAGES
 from .model import PRESETS
-
-if TYPE_CHECKING:
-    from adamergex.adapter_state import AdapterState
 
 __all__ = ["RECIPES", "DemoConfig", "Recipe", "cli_demo", "run_demo"]
 
@@ -76,7 +75,8 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "default": Recipe(task_steps=300, ref_steps=40, reference_options={"chunk_length": 64}),
+    "default": Recipe(task_steps=150, ref_steps=20, lr={"lora": 6e-3, "ia3": 1.5}, ref_lr={"lora": 6e-3, "ia3": 0.2},
+                      reference_options={"chunk_length": 64}),
     "tiny": Recipe(
         task_steps=12, ref_steps=6, batch_size=8, ref_batch_size=4,
         task_options={"difficulty": "simple", "train_size": 96, "validation_size": 30, "test_size": 30},
@@ -108,8 +108,12 @@ class DemoConfig:
     """Seed of the world and its languages (also keys the cached base model)."""
     cache_dir: str | None = None
     """Cache root for the base model (default: $ADAMERGEX_CACHE or ~/.cache/adamergex)."""
+    workers: int | None = None
+    """Processes that train, merge and evaluate adapters in parallel (default: the usable CPU cores; 1 runs
+    every job in this process). Results do not depend on it: every job is seeded."""
     threads: int | None = None
-    """Torch CPU threads (default: torch's choice)."""
+    """Torch CPU threads of this process and of each worker (default: torch's choice for this process, 1 per
+    worker when there are several)."""
     progress: bool = True
     """Show progress bars on stderr."""
 
@@ -134,8 +138,10 @@ class DemoConfig:
                 raise UnknownNameError(f"unknown adapter type {kind!r}; available: {', '.join(ADAPTER_TYPES)}")
         if not self.adapters:
             raise ConfigError("adapters must name at least one adapter type")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be a positive integer, got {self.threads}")
+        for name in ("threads", "workers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value}")
 
 
 # -- running -----------------------------------------------------------------------------------------------------
@@ -164,8 +170,88 @@ def _primary(scores: dict[str, float]) -> tuple[str, float]:
     return name, scores[name]
 
 
+@dataclass
+class _Context:
+    """What every job reads: the options, the recipe, the base model and tokenizer, the task and the reference."""
+
+    cfg: DemoConfig
+    recipe: Recipe
+    model: Any
+    tokenizer: Any
+    task: Any
+    reference: Any
+
+
+def _make_context(cfg: DemoConfig, model: Any, tokenizer: Any) -> _Context:
+    from adamergex.task import get_task
+
+    recipe = RECIPES[cfg.size]
+    return _Context(cfg=cfg, recipe=recipe, model=model, tokenizer=tokenizer,
+                    task=get_task(cfg.task, world_seed=cfg.world_seed, **recipe.task_options),
+                    reference=get_task("world_reference", world_seed=cfg.world_seed, **recipe.reference_options))
+
+
+def _spawned_context(cfg: DemoConfig) -> _Context:
+    """A spawned worker's context: the base model the parent built or checked, read from the cache."""
+    from .model import load_base_model
+
+    base = load_base_model(cfg.size, cache_dir=cfg.cache_dir, progress=False, world_seed=cfg.world_seed,
+                           rebuild="never")
+    return _make_context(cfg, base.model, base.tokenizer)
+
+
+def _train_job(kind: str, seed: int, role: str) -> tuple[bytes, float]:
+    """Train one adapter of the demo; returns it as :meth:`AdapterState.to_bytes` and the seconds it took."""
+    from adamergex.training import train_adapter
+
+    ctx: _Context = _jobs.context()
+    started = time.perf_counter()
+    recipe, is_ref = ctx.recipe, role.startswith("ref")
+    language = ctx.cfg.target if role in ("ref_target", UPPER) else ctx.task.source_language
+    steps = recipe.ref_steps if is_ref else recipe.task_steps
+    with warnings.catch_warnings():
+        # Lightning's own deprecation chatter, and the stall warning of reference adapters: the base model was
+        # pretrained on this very text, so their loss falls little (recorded in results.json, not hidden).
+        warnings.filterwarnings("ignore", message=r".*(LeafSpec|is_gradient_checkpointing|training loss did not).*")
+        state = train_adapter(
+            copy.deepcopy(ctx.model), ctx.tokenizer, ctx.reference if is_ref else ctx.task, language, adapter=kind,
+            adapter_options=recipe.adapter_options[kind], max_steps=steps,
+            lr=(recipe.ref_lr if is_ref else recipe.lr)[kind],
+            batch_size=recipe.ref_batch_size if is_ref else recipe.batch_size, seed=seed, scheduler="linear",
+            warmup_steps=max(1, steps // 20), on_stall="warn" if is_ref else "retry",
+        )
+    return state.to_bytes(), time.perf_counter() - started
+
+
+def _evaluate_job(kind: str, seed: int, blobs: dict[str, bytes]) -> tuple[dict[str, tuple[str, float]], float]:
+    """Apply every registered strategy to one seed's adapters and score each result (and the upper bound) on the
+    target language's test split; returns ``{row: (metric, value)}`` and the seconds it took."""
+    from adamergex.adapter_state import AdapterState
+    from adamergex.evaluation import evaluate
+    from adamergex.registry import STRATEGIES
+
+    ctx: _Context = _jobs.context()
+    started = time.perf_counter()
+    adapters = {role: AdapterState.from_bytes(blob) for role, blob in blobs.items()}
+    scores: dict[str, tuple[str, float]] = {}
+    for row in [*STRATEGIES.names(), UPPER]:
+        if row == UPPER:
+            adapter: Any = adapters[UPPER]
+        else:
+            strategy = STRATEGIES.get(row)
+            wanted = (*strategy.roles, *strategy.optional_roles)
+            adapter = strategy({r: adapters[r] for r in wanted if r in adapters}, None)
+        result = evaluate(ctx.model, ctx.tokenizer, ctx.task, [ctx.cfg.target], adapter=adapter, split="test",
+                          batch_size=ctx.recipe.eval_batch_size, progress=False)
+        scores[row] = _primary(result.scores[ctx.cfg.target])
+    return scores, time.perf_counter() - started
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo described by ``cfg`` and write its outputs; returns the content of ``results.json``.
+
+    The adapters are trained, merged and scored by ``cfg.workers`` processes (see :mod:`._jobs`); every job is
+    seeded, so the results do not depend on how many ran at once.
 
     Raises:
         OutputExistsError: the output directory already holds results and ``cfg.overwrite`` is false.
@@ -175,84 +261,82 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     import torch
     from tqdm.auto import tqdm
 
-    from adamergex.evaluation import evaluate
+    from adamergex.adapter_state import AdapterState
     from adamergex.registry import STRATEGIES
-    from adamergex.task import get_task
-    from adamergex.training import train_adapter
 
     from . import _report
     from .model import load_base_model
 
     out = Path(cfg.output)
     _check_output(out, cfg.overwrite)
+    roles = ("task", UPPER, "ref_source", "ref_target")  # longest jobs first, for the pool's sake
+    jobs = [(kind, seed, role) for role in roles for kind in cfg.adapters for seed in cfg.seeds]
+    workers = min(cfg.workers or _jobs.default_workers(), len(jobs))
+    threads = cfg.threads if cfg.threads is not None else (1 if workers > 1 else None)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    recipe = RECIPES[cfg.size]
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
     base = load_base_model(cfg.size, cache_dir=cfg.cache_dir, progress=cfg.progress, world_seed=cfg.world_seed)
     timings["base_model"] = time.perf_counter() - started
-    task = get_task(cfg.task, world_seed=cfg.world_seed, **recipe.task_options)
-    reference = get_task("world_reference", world_seed=cfg.world_seed, **recipe.reference_options)
-    source = task.source_language
-
-    def train(kind: str, seed: int, role: str) -> AdapterState:
-        is_ref = role.startswith("ref")
-        language = cfg.target if role in ("ref_target", UPPER) else source
-        steps = recipe.ref_steps if is_ref else recipe.task_steps
-        with warnings.catch_warnings():
-            # Lightning's own deprecation chatter, and the stall warning of reference adapters: the base model was
-            # pretrained on this very text, so their loss barely falls (recorded in results.json, not hidden).
-            warnings.filterwarnings("ignore", message=r".*(LeafSpec|is_gradient_checkpointing|training loss did not).*")
-            return train_adapter(
-                copy.deepcopy(base.model), base.tokenizer, reference if is_ref else task, language, adapter=kind,
-                adapter_options=recipe.adapter_options[kind], max_steps=steps, lr=(recipe.ref_lr if is_ref else recipe.lr)[kind],
-                batch_size=recipe.ref_batch_size if is_ref else recipe.batch_size, seed=seed, scheduler="linear",
-                warmup_steps=max(1, steps // 20), on_stall="warn" if is_ref else "retry",
-            )
-
-    roles = ("task", "ref_source", "ref_target", UPPER)
-    adapters: dict[tuple[str, int, str], AdapterState] = {}
-    jobs = [(kind, seed, role) for kind in cfg.adapters for seed in cfg.seeds for role in roles]
-    t0 = time.perf_counter()
-    for kind, seed, role in tqdm(jobs, desc="training adapters", disable=not cfg.progress):
-        adapters[(kind, seed, role)] = train(kind, seed, role)
-    timings["training"] = time.perf_counter() - t0
-
+    ctx = _make_context(cfg, base.model, base.tokenizer)
     strategies = STRATEGIES.names()
     rows = [*strategies, UPPER]
     per_seed: dict[str, dict[str, list[float]]] = {kind: {row: [] for row in rows} for kind in cfg.adapters}
-    metric_name = ""
+    by_seed: dict[tuple[str, int], dict[str, tuple[str, float]]] = {}
+    blobs: dict[tuple[str, int, str], bytes] = {}
+    job_seconds: dict[tuple[str, int, str], float] = {}
+    timings["training"] = timings["merging_and_evaluation"] = 0.0
     t0 = time.perf_counter()
-    evals = [(kind, seed, row) for kind in cfg.adapters for seed in cfg.seeds for row in rows]
-    for kind, seed, row in tqdm(evals, desc="merging and evaluating", disable=not cfg.progress):
-        if row == UPPER:
-            adapter: Any = adapters[(kind, seed, UPPER)]
-        else:
-            strategy = STRATEGIES.get(row)
-            wanted = (*strategy.roles, *strategy.optional_roles)
-            adapter = strategy({r: adapters[(kind, seed, r)] for r in wanted if r in roles}, None)
-        result = evaluate(base.model, base.tokenizer, task, [cfg.target], adapter=adapter, split="test",
-                          batch_size=recipe.eval_batch_size, progress=False)
-        metric_name, value = _primary(result.scores[cfg.target])
-        per_seed[kind][row].append(value)
-    timings["merging_and_evaluation"] = time.perf_counter() - t0
+    with _jobs.job_pool(ctx, workers=workers, threads=threads, build=_spawned_context, build_args=(cfg,)) as pool, \
+            tqdm(total=len(jobs), desc="training adapters", disable=not cfg.progress) as train_bar, \
+            tqdm(total=len(cfg.adapters) * len(cfg.seeds) * len(rows), desc="merging and evaluating",
+                 disable=not cfg.progress) as eval_bar:
+        pending: dict[Future[Any], tuple[str, Any]] = {pool.submit(_train_job, *job): ("train", job) for job in jobs}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                what, key = pending.pop(future)
+                if what == "train":
+                    blobs[key], seconds = future.result()
+                    job_seconds[key] = seconds
+                    timings["training"] += seconds
+                    train_bar.update()
+                    kind, seed, _ = key
+                    if all((kind, seed, r) in blobs for r in roles):  # this seed's adapters are all there
+                        evaluation = pool.submit(_evaluate_job, kind, seed, {r: blobs[(kind, seed, r)] for r in roles})
+                        pending[evaluation] = ("evaluate", (kind, seed))
+                else:
+                    by_seed[key], seconds = future.result()
+                    timings["merging_and_evaluation"] += seconds
+                    eval_bar.update(len(rows))
+    timings["jobs_wall"] = time.perf_counter() - t0
+    metric_name = ""
+    for kind in cfg.adapters:
+        for seed in cfg.seeds:
+            for row in rows:
+                metric_name, value = by_seed[(kind, seed)][row]
+                per_seed[kind][row].append(value)
 
+    adapters = {key: AdapterState.from_bytes(blob) for key, blob in blobs.items()}
     training = {
         f"{kind}/seed{seed}/{role}": {
-            k: v for k, v in state.metadata["training"]["attempts"][-1].items() if k in ("lr", "steps", "stalled",
-                                                                                      "initial_loss", "final_loss")
+            **{k: v for k, v in adapters[(kind, seed, role)].metadata["training"]["attempts"][-1].items()
+               if k in ("lr", "steps", "stalled", "initial_loss", "final_loss")},
+            "seconds": round(job_seconds[(kind, seed, role)], 2),
         }
-        for (kind, seed, role), state in adapters.items()
+        for kind in cfg.adapters for seed in cfg.seeds for role in ("task", "ref_source", "ref_target", UPPER)
     }
+    task = ctx.task
+    source = task.source_language
     results = _report.summarise(
         per_seed, baseline="source_only" if "source_only" in strategies else None, upper=UPPER,
     )
     timings["total"] = time.perf_counter() - started
     record = {
         "config": {**dataclasses.asdict(cfg), "seeds": list(cfg.seeds), "adapters": list(cfg.adapters)},
-        "recipe": dataclasses.asdict(recipe),
+        "recipe": dataclasses.asdict(ctx.recipe),
         "git_sha": _git_sha(),
         "task": task.name,
         "task_settings": json.loads(json.dumps(dataclasses.asdict(task), default=str)),
@@ -267,6 +351,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "per_seed": per_seed,
         "training": training,
         "summary": results,
+        "workers": {"processes": workers, "threads_each": threads},
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
     _report.write(out, record)
@@ -314,7 +399,7 @@ def _config_from_args(ns: argparse.Namespace) -> DemoConfig:
                 kwargs[f.name] = tuple(int(s) for s in value.split(",") if s.strip())
             elif f.name == "adapters":
                 kwargs[f.name] = tuple(s.strip() for s in value.split(",") if s.strip())
-            elif f.name in ("world_seed", "threads"):
+            elif f.name in ("world_seed", "threads", "workers"):
                 kwargs[f.name] = int(value)
             else:
                 kwargs[f.name] = value

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,12 +22,18 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
+def _trained(record: dict[str, Any]) -> dict[str, Any]:
+    """Each adapter's training outcome (learning rate, steps, losses), without its wall time."""
+    return {name: {k: v for k, v in run.items() if k != "seconds"} for name, run in record["training"].items()}
+
+
 def test_tiny_demo_runs_end_to_end_and_refuses_to_overwrite(
     cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo"
     started = time.perf_counter()
-    assert main(["demo", "--size", "tiny", "--seeds", "0,1", "--output", str(out), "--no-progress"]) == 0
+    assert main(["demo", "--size", "tiny", "--seeds", "0,1", "--output", str(out), "--no-progress",
+                 "--workers", "2"]) == 0
     elapsed = time.perf_counter() - started
     assert elapsed < 60, f"the tiny demo took {elapsed:.0f} s"
     table = capsys.readouterr().out
@@ -35,6 +43,7 @@ def test_tiny_demo_runs_end_to_end_and_refuses_to_overwrite(
     assert record["strategies"] == STRATEGIES.names()
     assert record["chance"] == pytest.approx(1 / 3)
     assert record["base_model"]["built_now"]
+    assert record["workers"] == {"processes": 2, "threads_each": 1}
     for kind in ("lora", "ia3"):
         rows = record["per_seed"][kind]
         assert set(rows) == {*STRATEGIES.names(), "upper_bound"}
@@ -55,6 +64,25 @@ def test_tiny_demo_runs_end_to_end_and_refuses_to_overwrite(
         run_demo(DemoConfig(size="tiny", seeds=(0,), output=str(out), progress=False))
     assert json.loads((out / "results.json").read_text()) == record
 
+    # the same jobs in this process, one after another, give the same adapters and scores
+    inline = run_demo(DemoConfig(size="tiny", seeds=(0, 1), output=str(tmp_path / "inline"), workers=1, threads=1,
+                                 progress=False))
+    assert inline["workers"] == {"processes": 1, "threads_each": 1}
+    assert inline["per_seed"] == record["per_seed"] and _trained(inline) == _trained(record)
+
+
+def test_spawned_workers_read_the_cached_model_and_agree(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where fork is not used (macOS, Windows), each worker loads the base model from the cache itself."""
+    from adamergex.tasks.world import _jobs
+
+    cfg = DemoConfig(size="tiny", seeds=(0,), adapters=("ia3",), threads=1, progress=False)
+    forked = run_demo(dataclasses.replace(cfg, output=str(tmp_path / "fork"), workers=2))
+    monkeypatch.setattr(_jobs, "_start_method", lambda: "spawn")
+    spawned = run_demo(dataclasses.replace(cfg, output=str(tmp_path / "spawn"), workers=2))
+    assert spawned["per_seed"] == forked["per_seed"] and _trained(spawned) == _trained(forked)
+
 
 def test_demo_bad_names_list_what_exists(cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--size", "tiny", "--target", "xx", "--output", str(tmp_path / "o")]) == 2
@@ -70,3 +98,5 @@ def test_demo_bad_names_list_what_exists(cache: Path, tmp_path: Path, capsys: py
         DemoConfig(size="huge")
     with pytest.raises(UnknownNameError, match="available: lora, ia3"):
         DemoConfig(adapters=("lora", "prefix"))
+    assert main(["demo", "--workers", "0", "--output", str(tmp_path / "o")]) == 2
+    assert "workers must be a positive integer, got 0" in capsys.readouterr().err
