@@ -52,6 +52,7 @@ from .scoring import (
 from .loading import attached
 from .strategy import Composition
 from .task import DataFiles, Example, Task, get_task
+from .versions import package_versions
 
 if TYPE_CHECKING:
     import torchmetrics
@@ -352,7 +353,8 @@ def evaluate(
         "scoring": _scoring_record(model, tokenizer, task_obj, arch, normalization, batch_size, max_length),
         "examples": {},
         "examples_sha256": {},
-        "versions": _versions(),
+        # as trained adapters record them (Lightning aside: evaluation does not use it)
+        "versions": package_versions("adamergex", "torch", "transformers", "peft"),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     data: dict[str, list[Example]] = {}
@@ -399,15 +401,6 @@ def _scoring_record(
         out["dtype"] = str(params.dtype).removeprefix("torch.")
         out["device"] = str(params.device)
     return out
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    from . import __version__
-
-    # as adamergex.training._versions records with trained adapters (Lightning aside: evaluation does not use it)
-    return {"adamergex": __version__, **{name: version(name) for name in ("torch", "transformers", "peft")}}
 
 
 # -- model loading (CLI) -----------------------------------------------------------------------------------------

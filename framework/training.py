@@ -44,7 +44,6 @@ public names of its parts: ``_model`` (:func:`objective_of`, :func:`prepare_mode
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
@@ -72,6 +71,7 @@ from .data import Objective, TaskDataModule
 from .errors import ConfigError, OutputExistsError, TrainingStalledError
 from .registry import ADAPTERS
 from .task import DataFiles, Task, get_task
+from .versions import package_versions
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -382,7 +382,8 @@ def train_adapter(
                              "weight_decay": weight_decay, "scheduler": scheduler, "warmup_steps": warmup_steps,
                              "gradient_clip": gradient_clip, "precision": precision,
                              "strategy": type(trainer.strategy).__name__, "compile": compile,
-                             "attempts": attempts, "framework": dict(_versions()),
+                             "attempts": attempts,
+                             "framework": package_versions("torch", "transformers", "peft", "lightning"),
                              "validation": {k: float(v) for k, v in trainer.callback_metrics.items()
                                             if k.startswith("val/")}},
                 "head": head_info,
@@ -422,13 +423,6 @@ def _describe_source(data_files: DataFiles | None, task: Task) -> Any:
     if isinstance(data_files, (str, os.PathLike)):
         return str(data_files)
     return {k: (str(v) if isinstance(v, (str, os.PathLike)) else [str(x) for x in v]) for k, v in data_files.items()}
-
-
-@functools.cache  # package metadata lookups cost ~30 ms, and versions do not change within a process
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("torch", "transformers", "peft", "lightning")}
 
 
 def train_reference_head(
