@@ -75,7 +75,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "default": Recipe(task_steps=150, ref_steps=20, lr={"lora": 6e-3, "ia3": 1.5}, ref_lr={"lora": 6e-3, "ia3": 0.2},
+    "default": Recipe(task_steps=150, ref_steps=20, ref_batch_size=4, lr={"lora": 6e-3, "ia3": 1.5}, ref_lr={"lora": 6e-3, "ia3": 0.2},
                       reference_options={"chunk_length": 64}),
     "tiny": Recipe(
         task_steps=12, ref_steps=6, batch_size=8, ref_batch_size=4,
@@ -223,9 +223,15 @@ def _train_job(kind: str, seed: int, role: str) -> tuple[bytes, float]:
     return state.to_bytes(), time.perf_counter() - started
 
 
-def _evaluate_job(kind: str, seed: int, blobs: dict[str, bytes]) -> tuple[dict[str, tuple[str, float]], float]:
+def _evaluate_job(
+    kind: str, seed: int, blobs: dict[str, bytes]
+) -> tuple[dict[str, tuple[str, float]], dict[str, str], float]:
     """Apply every registered strategy to one seed's adapters and score each result (and the upper bound) on the
-    target language's test split; returns ``{row: (metric, value)}`` and the seconds it took."""
+    target language's test split.
+
+    Returns ``{row: (metric, value)}``, ``{row: earlier row}`` for merges bit-identical to an earlier row's (scored
+    once: e.g. ``structure_adaptive`` at its default weights is ``adamergex`` at ``t = 1``), and the seconds taken.
+    """
     from adamergex.adapter_state import AdapterState
     from adamergex.evaluation import evaluate
     from adamergex.registry import STRATEGIES
@@ -234,6 +240,8 @@ def _evaluate_job(kind: str, seed: int, blobs: dict[str, bytes]) -> tuple[dict[s
     started = time.perf_counter()
     adapters = {role: AdapterState.from_bytes(blob) for role, blob in blobs.items()}
     scores: dict[str, tuple[str, float]] = {}
+    same_as: dict[str, str] = {}
+    scored: dict[str, str] = {}  # fingerprint of a scored adapter -> its row
     for row in [*STRATEGIES.names(), UPPER]:
         if row == UPPER:
             adapter: Any = adapters[UPPER]
@@ -241,10 +249,17 @@ def _evaluate_job(kind: str, seed: int, blobs: dict[str, bytes]) -> tuple[dict[s
             strategy = STRATEGIES.get(row)
             wanted = (*strategy.roles, *strategy.optional_roles)
             adapter = strategy({r: adapters[r] for r in wanted if r in adapters}, None)
+        fingerprint = adapter.fingerprint() if isinstance(adapter, AdapterState) else None
+        if fingerprint in scored:
+            same_as[row] = scored[fingerprint]
+            scores[row] = scores[same_as[row]]
+            continue
         result = evaluate(ctx.model, ctx.tokenizer, ctx.task, [ctx.cfg.target], adapter=adapter, split="test",
                           batch_size=ctx.recipe.eval_batch_size, progress=False)
         scores[row] = _primary(result.scores[ctx.cfg.target])
-    return scores, time.perf_counter() - started
+        if fingerprint is not None:
+            scored[fingerprint] = row
+    return scores, same_as, time.perf_counter() - started
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -287,6 +302,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     by_seed: dict[tuple[str, int], dict[str, tuple[str, float]]] = {}
     blobs: dict[tuple[str, int, str], bytes] = {}
     job_seconds: dict[tuple[str, int, str], float] = {}
+    identical: dict[str, dict[str, str]] = {}
     timings["training"] = timings["merging_and_evaluation"] = 0.0
     t0 = time.perf_counter()
     with _jobs.job_pool(ctx, workers=workers, threads=threads, build=_spawned_context, build_args=(cfg,)) as pool, \
@@ -308,7 +324,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                         evaluation = pool.submit(_evaluate_job, kind, seed, {r: blobs[(kind, seed, r)] for r in roles})
                         pending[evaluation] = ("evaluate", (kind, seed))
                 else:
-                    by_seed[key], seconds = future.result()
+                    by_seed[key], same_as, seconds = future.result()
+                    if same_as:
+                        identical[f"{key[0]}/seed{key[1]}"] = same_as
                     timings["merging_and_evaluation"] += seconds
                     eval_bar.update(len(rows))
     timings["jobs_wall"] = time.perf_counter() - t0
@@ -350,6 +368,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "strategies": strategies,
         "per_seed": per_seed,
         "training": training,
+        "identical_merges": identical,
         "summary": results,
         "workers": {"processes": workers, "threads_each": threads},
         "seconds": {k: round(v, 2) for k, v in timings.items()},
