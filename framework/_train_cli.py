@@ -64,6 +64,8 @@ class TrainConfig:
     """Items per device per micro-batch."""
     grad_accum: int = 1
     """Micro-batches per optimiser step."""
+    group_by_length: int = 0
+    """Draw batches from length-sorted windows of this many global micro-batches (0: off): less padding."""
     lr: float = 1e-4
     """Peak learning rate."""
     weight_decay: float = 0.0
@@ -269,7 +271,8 @@ def cli_train(argv: list[str]) -> int:
         objective=objective, data_files=cfg.data_files_value, task_options=cfg.task_options,
         train_split=cfg.train_split, val_split=cfg.val_split, limit=cfg.limit, max_steps=cfg.max_steps,
         epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-        max_length=cfg.max_length, weight_decay=cfg.weight_decay, scheduler=cfg.scheduler,
+        group_by_length=cfg.group_by_length, max_length=cfg.max_length, weight_decay=cfg.weight_decay,
+        scheduler=cfg.scheduler,
         warmup_steps=cfg.warmup_steps, precision=cfg.precision, accelerator=cfg.accelerator, devices=devices,
         num_nodes=cfg.num_nodes, strategy=cfg.strategy, compile=cfg.compile, seed=cfg.seed, output=cfg.output,
         overwrite=cfg.overwrite, resume=cfg.resume, checkpoint_every=cfg.checkpoint_every, val_every=cfg.val_every,

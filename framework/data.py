@@ -82,6 +82,11 @@ class EncodedDataset(Dataset[dict[str, Any]]):
         return self.items[index]
 
 
+def _check_group(group_by_length: int) -> None:
+    if isinstance(group_by_length, bool) or not isinstance(group_by_length, int) or group_by_length < 0:
+        raise ConfigError(f"group_by_length must be 0 (off) or a positive number of batches, got {group_by_length!r}")
+
+
 class StreamBatchSampler(Sampler[list[int]]):
     """Endless seeded batches for one rank (see the module docstring for the order and sharding contract).
 
@@ -92,15 +97,27 @@ class StreamBatchSampler(Sampler[list[int]]):
         rank: This rank.
         seed: Seed of permutation 0 (permutation ``e`` uses ``seed + e``).
         start: Global micro-batch index to start at (resumption).
+        lengths: Token count of each item; needed by ``group_by_length``.
+        group_by_length: Global micro-batches per length-grouped window (0: off). The stream is cut into windows
+            of that many global micro-batches; within a window the items are sorted by length and cut into
+            micro-batches again, whose order is then shuffled (seeded by window). Every item still comes once per
+            pass and the order stays a function of ``(seed, k)``, so sharding and resumption hold, while padded
+            batches shrink to about the items' own lengths (the ``group_by_length`` of Hugging Face's Trainer).
     """
 
     def __init__(self, size: int, batch_size: int, *, world_size: int = 1, rank: int = 0, seed: int = 0,
-                 start: int = 0) -> None:
+                 start: int = 0, lengths: Sequence[int] | None = None, group_by_length: int = 0) -> None:
         if size <= 0:
             raise ConfigError("the training set is empty")
+        _check_group(group_by_length)
+        if group_by_length and (lengths is None or len(lengths) != size):
+            raise ConfigError(f"group_by_length needs one length per item ({size}), got "
+                              f"{'none' if lengths is None else len(lengths)}")
         self.size, self.batch_size, self.world_size, self.rank = size, batch_size, world_size, rank
         self.seed, self.start = seed, start
+        self.lengths, self.group = lengths, group_by_length
         self._perms: dict[int, torch.Tensor] = {}
+        self._window: tuple[int, list[list[int]]] | None = None
 
     def _index(self, position: int) -> int:
         epoch, offset = divmod(position, self.size)
@@ -108,10 +125,28 @@ class StreamBatchSampler(Sampler[list[int]]):
             self._perms = {epoch: torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))}
         return int(self._perms[epoch][offset])
 
+    def _global_batch(self, k: int) -> list[int]:
+        """Item indices of global micro-batch ``k`` (all ranks)."""
+        width = self.batch_size * self.world_size
+        if not self.group:
+            return [self._index(p) for p in range(k * width, (k + 1) * width)]
+        w, j = divmod(k, self.group)
+        if self._window is None or self._window[0] != w:
+            first = w * self.group * width
+            items = [self._index(p) for p in range(first, first + self.group * width)]
+            lengths = self.lengths
+            assert lengths is not None
+            items.sort(key=lambda i: lengths[i])  # stable: equal lengths keep their stream order
+            batches = [items[b * width: (b + 1) * width] for b in range(self.group)]
+            order = torch.randperm(self.group, generator=torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + w) % (2**63)))  # one seeded order per window
+            self._window = (w, [batches[int(b)] for b in order])
+        return self._window[1][j]
+
     def batch(self, k: int) -> list[int]:
         """Item indices of this rank's part of global micro-batch ``k``."""
-        first = (k * self.world_size + self.rank) * self.batch_size
-        return [self._index(p) for p in range(first, first + self.batch_size)]
+        first = self.rank * self.batch_size
+        return self._global_batch(k)[first: first + self.batch_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         k = self.start
@@ -183,6 +218,8 @@ class TaskDataModule(pl.LightningDataModule):
         mlm_probability: Masking rate; ``None``: the task's ``mlm_probability`` if it has one, else 0.15.
         pad_to_multiple_of: See :class:`Collator`.
         num_workers: DataLoader worker processes (items are pre-tokenised, so 0 is usually enough).
+        group_by_length: Training batches drawn from length-sorted windows of this many global micro-batches
+            (0: off; see :class:`StreamBatchSampler`). Less padding, hence less compute, for items of mixed length.
         task_options: Field overrides when ``task`` is a name (``get_task(name, **task_options)``).
 
     Raises:
@@ -207,6 +244,7 @@ class TaskDataModule(pl.LightningDataModule):
         mlm_probability: float | None = None,
         pad_to_multiple_of: int | None = None,
         num_workers: int = 0,
+        group_by_length: int = 0,
         task_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -233,6 +271,8 @@ class TaskDataModule(pl.LightningDataModule):
         self.mlm_probability = mlm_probability
         self.pad_to_multiple_of = pad_to_multiple_of
         self.num_workers = num_workers
+        _check_group(group_by_length)
+        self.group_by_length = group_by_length
         self.train_set: EncodedDataset | None = None
         self.val_set: EncodedDataset | None = None
         self.fingerprint: str = ""
@@ -375,7 +415,9 @@ class TaskDataModule(pl.LightningDataModule):
             world, rank = trainer.world_size, trainer.global_rank
             start = trainer.global_step * trainer.accumulate_grad_batches
         sampler = StreamBatchSampler(len(self.train_set), self.batch_size, world_size=world, rank=rank,
-                                     seed=self.seed, start=start)
+                                     seed=self.seed, start=start, group_by_length=self.group_by_length,
+                                     lengths=[len(it["input_ids"]) for it in self.train_set.items]
+                                     if self.group_by_length else None)
         return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collator,
                           num_workers=self.num_workers)
 

@@ -167,6 +167,7 @@ def train_adapter(
     lr: float = 1e-4,
     batch_size: int = 8,
     grad_accum: int = 1,
+    group_by_length: int = 0,
     max_length: int | None = None,
     weight_decay: float = 0.0,
     scheduler: Schedule = "linear",
@@ -217,6 +218,8 @@ def train_adapter(
         max_steps: Optimiser steps; ``None``: ``epochs`` passes over the training items.
         epochs: Used only when ``max_steps`` is ``None``.
         lr: Peak learning rate. batch_size: items per device per micro-batch. grad_accum: micro-batches per step.
+        group_by_length: Draw batches from length-sorted windows of this many global micro-batches (0: off; see
+            :class:`~adamergex.data.StreamBatchSampler`): less padding for items of mixed length.
         max_length: Tokens per item (``None``: the task's ``chunk_length`` or 512).
         weight_decay, scheduler, warmup_steps, gradient_clip: Optimisation settings.
         precision: Lightning precision (``32-true``, ``bf16-mixed``, ``16-mixed``); half-precision "true" modes
@@ -287,7 +290,7 @@ def train_adapter(
     task_obj = get_task(task, **dict(task_options or {})) if isinstance(task, str) else task
     dm = TaskDataModule(task_obj, language, tokenizer, objective, data_files=data_files, batch_size=batch_size,
                         max_length=max_length, train_split=train_split, val_split=val_split, limit=limit,
-                        val_limit=val_limit, seed=seed)
+                        val_limit=val_limit, seed=seed, group_by_length=group_by_length)
     ADAPTERS.get(adapter)  # unknown adapter types fail before the data is read
     dm.setup("fit")
     world = (int(devices) if str(devices).isdigit() else 1) * num_nodes
@@ -377,7 +380,8 @@ def train_adapter(
                          "max_length": dm.resolved_max_length},
                 "training": {"adapter": adapter, "adapter_options": dict(adapter_options or {}), "lr": lr,
                              "final_lr": attempt_lr, "max_steps": max_steps, "batch_size": batch_size,
-                             "grad_accum": grad_accum, "world_size": trainer.world_size,
+                             "grad_accum": grad_accum, "group_by_length": group_by_length,
+                             "world_size": trainer.world_size,
                              "global_batch": batch_size * grad_accum * trainer.world_size,
                              "weight_decay": weight_decay, "scheduler": scheduler, "warmup_steps": warmup_steps,
                              "gradient_clip": gradient_clip, "precision": precision,

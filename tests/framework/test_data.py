@@ -134,6 +134,46 @@ def test_two_ranks_see_the_single_process_batch_and_a_restart_continues_the_stre
     assert sorted(first_epoch) == list(range(10))
 
 
+def test_length_grouped_batches_keep_the_stream_contract_and_cut_padding() -> None:
+    rng = np.random.default_rng(0)
+    lengths = [int(x) for x in rng.integers(5, 60, size=96)]
+    grouped = StreamBatchSampler(96, 8, seed=3, lengths=lengths, group_by_length=4)
+    plain = StreamBatchSampler(96, 8, seed=3)
+    # a window of 4 batches holds the same items as the plain stream's 4 batches, regrouped by length
+    for w in range(3):
+        window = [grouped.batch(k) for k in range(4 * w, 4 * w + 4)]
+        assert sorted(i for b in window for i in b) == sorted(i for k in range(4 * w, 4 * w + 4) for i in plain.batch(k))
+        spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in window)
+        assert all(hi <= lo_next for (_, hi), (lo_next, _) in zip(spans, spans[1:]))  # contiguous length bands
+    # every item once per pass; two ranks see the one-process batch; a restart continues; the seed decides
+    first_pass = [i for k in range(12) for i in grouped.batch(k)]
+    assert sorted(first_pass) == list(range(96))
+    ranks = [StreamBatchSampler(96, 4, world_size=2, rank=r, seed=3, lengths=lengths, group_by_length=4)
+             for r in range(2)]
+    assert all(grouped.batch(k) == ranks[0].batch(k) + ranks[1].batch(k) for k in range(14))
+    restarted = iter(StreamBatchSampler(96, 8, seed=3, start=6, lengths=lengths, group_by_length=4))
+    assert [next(restarted) for _ in range(3)] == [grouped.batch(k) for k in range(6, 9)]
+    assert [grouped.batch(k) for k in range(4)] != [
+        StreamBatchSampler(96, 8, seed=4, lengths=lengths, group_by_length=4).batch(k) for k in range(4)]
+
+    def padded(sampler: StreamBatchSampler) -> int:
+        return sum(8 * max(lengths[i] for i in sampler.batch(k)) for k in range(12))
+
+    assert padded(grouped) < 0.8 * padded(plain)
+
+
+def test_length_grouping_refuses_bad_settings(tok: Any, cls_file: Path) -> None:
+    with pytest.raises(ConfigError, match="group_by_length must be 0 .off. or a positive number of batches, got -1"):
+        StreamBatchSampler(10, 2, lengths=[1] * 10, group_by_length=-1)
+    with pytest.raises(ConfigError, match=r"group_by_length needs one length per item \(10\), got none"):
+        StreamBatchSampler(10, 2, group_by_length=2)
+    with pytest.raises(ConfigError, match="group_by_length must be 0 .off. or a positive number of batches, got True"):
+        TaskDataModule(ToyCls(), "en", tok, "causal_lm", data_files=str(cls_file), group_by_length=True)  # type: ignore[arg-type]
+    dm = TaskDataModule(ToyCls(), "en", tok, "causal_lm", data_files=str(cls_file), batch_size=4, group_by_length=3)
+    batches = iter(dm.train_dataloader())
+    assert all(next(batches)["input_ids"].shape[0] == 4 for _ in range(7))
+
+
 def test_collator_pads_right_and_masks_labels() -> None:
     batch = Collator(pad_id=0, pad_to_multiple_of=4)(
         [{"input_ids": np.array([5, 6, 7]), "labels": np.array([-100, 6, 7])},
