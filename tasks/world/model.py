@@ -14,6 +14,7 @@ Nothing here needs ``trust_remote_code`` or the network.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,6 +24,8 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -278,7 +281,9 @@ def _pretrain(cfg: BaseModelConfig, out: Path, *, progress: bool) -> dict[str, A
             order, cursor = torch.randperm(len(chunks), generator=gen), 0
         batch = chunks[order[cursor: cursor + cfg.batch_size]]
         cursor += cfg.batch_size
-        loss = model(input_ids=batch, labels=batch).loss
+        with warnings.catch_warnings():  # transformers' own deprecation notice, raised from inside its forward
+            warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
+            loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -288,8 +293,9 @@ def _pretrain(cfg: BaseModelConfig, out: Path, *, progress: bool) -> dict[str, A
         bar.set_postfix(loss=f"{loss_value:.3f}")
     bar.close()
     model.eval()
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    with _transformers_bars(progress):
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
     return {
         "final_loss": loss_value,
         "tokens": int(chunks.numel()),
@@ -319,6 +325,19 @@ def _build(cfg: BaseModelConfig, target: Path, *, progress: bool) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _transformers_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars (loading, writing shards) on or off, as ``progress`` says; restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
 
 
 def load_base_model(
@@ -364,8 +383,9 @@ def load_base_model(
             _build(cfg, path, progress=progress)
             built = True
     try:
-        model = LlamaForCausalLM.from_pretrained(path, local_files_only=True)
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+        with _transformers_bars(progress):
+            model = LlamaForCausalLM.from_pretrained(path, local_files_only=True)
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # checksums passed, so this is a version mismatch; say so instead of a traceback
         raise WorldCacheError(f"could not load the world base model from {path}: {exc}") from exc
     model.config._name_or_path = str(path)
