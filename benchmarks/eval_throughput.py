@@ -2,9 +2,10 @@
 
 XNLI-shaped examples (a premise of 10–60 words, a question naming the three options, three one-word choices) are
 scored with :func:`adamergex.scoring.score_choices`, which tokenises, batches every (example, choice) pair
-longest first, runs the model with logits only for the continuation positions and takes log-softmax there. The
-baseline is a bare ``model(input_ids, attention_mask)`` over exactly the same token sequences in the same padded
-batches (full logits, nothing computed from them, tokenisation not timed). A second reference is the same forward
+longest first, runs the model with logits only for the continuation positions and takes log-softmax there;
+pairs that feed the model the same tokens share one row, so one-token choices cost one pass per example. The
+baseline is a bare ``model(input_ids, attention_mask)`` over every (example, choice) sequence in the same padded
+batches (full logits, nothing computed from them, tokenisation not timed): what scoring each pair apart costs. A second reference is the same forward
 asking for the last position's logits only (``logits_to_keep=1``): the least any scoring of these tokens can
 cost, so the ratio to it is the harness's own overhead. All are measured in the same run, interleaved; medians
 and best times of ``--repeats`` are printed (on a shared machine the best is the least disturbed run).
@@ -17,12 +18,14 @@ Run: ``python benchmarks/eval_throughput.py --threads 1`` (about a minute on a b
 --batch-size 32`` (seconds on a GPU). Goal (issue #3): report scoring throughput as a ratio to the bare forward
 over the same tokens. Seen (ratio = harness examples/s ÷ bare-forward examples/s, medians):
 
-* 2-core CPU shared with other jobs (load 5–6), defaults with ``--threads 1``: 3.86 (28.8 vs 7.5 examples/s;
-  0.86 of the last-logit forward). With torch's default 2 threads the same run gave 2.24 (median) to 3.95 (best):
+* 2-core CPU, defaults with ``--threads 1``, since choices share rows: 12.22 (199.5 vs 16.3 examples/s; 2.10
+  times the last-logit forward over every pair, which still runs three sequences per example). Before sharing,
+  on the same machine under load 5–6: 3.86 (28.8 vs 7.5 examples/s; 0.86 of the last-logit forward). With torch's default 2 threads the same run gave 2.24 (median) to 3.95 (best):
   there, threads contend and timings swing several-fold between repeats.
-* NVIDIA H200, defaults with ``--device cuda --examples 256 --batch-size 32`` (float32): 0.69 (1973 vs 2862
+* NVIDIA H200 (before sharing; not rerun since), defaults with ``--device cuda --examples 256 --batch-size 32``
+  (float32): 0.69 (1973 vs 2862
   examples/s: launch-bound, so tokenisation and bookkeeping show).
-* NVIDIA H200, the ~0.8B-parameter bf16 command above: 0.91 (786 vs 859 examples/s); 0.89 of the last-logit
+* NVIDIA H200 (before sharing), the ~0.8B-parameter bf16 command above: 0.91 (786 vs 859 examples/s); 0.89 of the last-logit
   forward.
 """
 
