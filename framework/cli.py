@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from .errors import FrameworkError
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "console", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("adamergex.tasks.world.demo", "run the whole AdaMergeX pipeline on the embedded synthetic world"),
@@ -50,6 +51,30 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"adamergex {name}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def console() -> NoReturn:
+    """The ``adamergex`` console script: :func:`main`, then exit without tearing the interpreter down.
+
+    Unloading torch, transformers and Lightning module by module takes 1–3 s after every command and does nothing
+    a finished command needs (its outputs are written atomically and closed). So: wait for non-daemon threads,
+    run the ``atexit`` handlers (logging, multiprocessing, temporary files), flush the standard streams, and
+    leave with ``os._exit``. Library callers use :func:`main`, which returns normally.
+    """
+    import atexit
+    import threading
+
+    code = main()
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # what a normal exit runs, minus module teardown and the final collection
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (``| head``): nothing left to deliver
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
