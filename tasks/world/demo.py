@@ -10,6 +10,12 @@ in ``STRATEGIES`` to the adapters by role, scores each result with the evaluatio
 
 The recipe (steps, learning rates, adapter options, task settings) depends on the base model size: see
 :data:`RECIPES`. The base model comes from :func:`adamergex.tasks.world.model.load_base_model` (cached).
+
+Every adapter is one job, and each (adapter type, seed) gets one more job that merges and scores once its four
+adapters exist. The jobs run on ``--workers`` processes (:mod:`._jobs`), are seeded, and give the same results
+with one worker or many. ``results.json`` records ``seconds``: ``base_model`` (load or build), ``training`` and
+``merging_and_evaluation`` (summed over the workers), ``jobs_wall`` (the wall time of all jobs) and ``total``;
+each adapter's own training seconds are under ``training``.
 """
 
 from __future__ import annotations
