@@ -8,11 +8,8 @@ and the ``--help`` text; flags given on the command line override the YAML file 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import json
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ import torch
 from ._encoding import OBJECTIVES
 from ._heads import head_modules
 from ._model import load_for_training, objective_of
+from .config_docs import field_docs
 from .errors import ConfigError
 from .registry import ADAPTERS
 from .task import DataFiles, get_task
@@ -151,21 +149,6 @@ class TrainConfig:
         return {k: v[0] if len(v) == 1 else v for k, v in mapping.items()}
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (what ``--help`` prints), read from its source."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
 def _parse_pairs(entries: Sequence[str], option: str) -> dict[str, Any]:
     import yaml
 
@@ -179,7 +162,7 @@ def _parse_pairs(entries: Sequence[str], option: str) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    docs = _field_docs(TrainConfig)
+    docs = field_docs(TrainConfig)
     parser = argparse.ArgumentParser(
         prog="adamergex train", argument_default=argparse.SUPPRESS,
         description="Train a PEFT adapter on a task and language with Lightning. Options come from flags, a YAML "

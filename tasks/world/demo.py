@@ -21,14 +21,11 @@ each adapter's own training seconds are under ``training``.
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import dataclasses
-import inspect
 import json
 import subprocess
 import sys
-import textwrap
 import time
 import warnings
 from collections.abc import Sequence
@@ -37,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adamergex.config_docs import field_docs
 from adamergex.errors import ConfigError, OutputExistsError, UnknownNameError
 
 from . import _jobs
@@ -388,22 +386,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 # -- command line --------------------------------------------------------------------------------------------------
-def _field_docs(cls: type) -> dict[str, str]:
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adamergex demo", description="Run AdaMergeX end to end on the embedded synthetic world (CPU, offline)."
     )
-    docs = _field_docs(DemoConfig)
+    docs = field_docs(DemoConfig)
     for f in dataclasses.fields(DemoConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
