@@ -148,16 +148,12 @@ def _score_sequences(
 
     device = _device(model)
     params = _forward_params(model)
-    row_of: dict[tuple[int, ...], int] = {}
-    members: list[list[int]] = []  # per row, the requests it answers
+    by_input: dict[tuple[int, ...], list[int]] = {}  # model input -> the requests it answers
     for i, seq in enumerate(seqs):
-        row = row_of.setdefault(tuple(seq[:-1]), len(row_of))
-        if row == len(members):
-            members.append([])
-        members[row].append(i)
-    rows_ids = list(row_of)
+        by_input.setdefault(tuple(seq[:-1]), []).append(i)
+    rows_ids, members = list(by_input), list(by_input.values())
     keep = [max(n_conts[i] for i in m) for m in members]  # logits needed at the end of each row
-    out = [0.0] * len(seqs)
+    totals = torch.zeros(len(seqs), dtype=torch.float64)  # (R,) summed log-probability per request
     batches = _batches([len(r) for r in rows_ids], batch_size)
     with _progress(len(batches), progress) as bar:
         for idx in batches:
@@ -186,14 +182,9 @@ def _score_sequences(
                 token_lp[s : s + chunk] = (
                     picked.gather(-1, gold_t[s : s + chunk, None]).squeeze(-1) - picked.logsumexp(-1)
                 )
-            requests = sorted(set(owner))
-            slot = {i: j for j, i in enumerate(requests)}
-            sums = torch.zeros(len(requests), device=device, dtype=torch.float64).index_add_(
-                0, torch.tensor([slot[i] for i in owner], device=device), token_lp.double())
-            for i, value in zip(requests, sums.tolist()):
-                out[i] = value
+            totals.index_add_(0, torch.tensor(owner), token_lp.double().cpu())
             bar.update(1)
-    return out
+    return totals.tolist()
 
 
 def loglikelihoods(
