@@ -145,7 +145,8 @@ class AdapterState:
             tensors = load(blob)
             header = _safetensors_metadata(blob)
         except (SafetensorError, ValueError) as exc:
-            raise AdapterFormatError(f"AdapterState.from_bytes needs a blob from AdapterState.to_bytes: {exc}") from None
+            raise AdapterFormatError(
+                f"AdapterState.from_bytes needs a blob from AdapterState.to_bytes: {exc}") from None
         if BYTES_KEY not in header:
             raise AdapterFormatError(f"AdapterState.from_bytes needs a blob from AdapterState.to_bytes; its header "
                                      f"has no {BYTES_KEY!r} key (keys: {sorted(header)})")

@@ -345,8 +345,8 @@ class TaskDataModule(pl.LightningDataModule):
         # the seed draws limited subsets and MLM masks; otherwise it orders batches only, which is not cached
         seeded = self.limit is not None or self.val_limit is not None or self.objective == "masked_lm"
         key = (self.task, self.languages, self.train_split, self.val_split, self.limit, self.val_limit,
-               self.seed if seeded else None, self.objective, self.resolved_max_length, self.resolved_mlm_probability, len(self.tokenizer),
-               getattr(self.tokenizer, "name_or_path", None))
+               self.seed if seeded else None, self.objective, self.resolved_max_length,
+               self.resolved_mlm_probability, len(self.tokenizer), getattr(self.tokenizer, "name_or_path", None))
         try:
             hash(key)
         except TypeError:  # a task with unhashable fields is simply not cached

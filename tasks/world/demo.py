@@ -82,7 +82,8 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "default": Recipe(task_steps=160, ref_steps=20, ref_batch_size=4, group_by_length=4, lr={"lora": 6e-3, "ia3": 1.5}, ref_lr={"lora": 6e-3, "ia3": 0.2},
+    "default": Recipe(task_steps=160, ref_steps=20, ref_batch_size=4, group_by_length=4,
+                      lr={"lora": 6e-3, "ia3": 1.5}, ref_lr={"lora": 6e-3, "ia3": 0.2},
                       reference_options={"chunk_length": 64}),
     "tiny": Recipe(
         task_steps=12, ref_steps=6, batch_size=8, ref_batch_size=4,

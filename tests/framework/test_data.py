@@ -142,7 +142,8 @@ def test_length_grouped_batches_keep_the_stream_contract_and_cut_padding() -> No
     # a window of 4 batches holds the same items as the plain stream's 4 batches, regrouped by length
     for w in range(3):
         window = [grouped.batch(k) for k in range(4 * w, 4 * w + 4)]
-        assert sorted(i for b in window for i in b) == sorted(i for k in range(4 * w, 4 * w + 4) for i in plain.batch(k))
+        same_positions = [i for k in range(4 * w, 4 * w + 4) for i in plain.batch(k)]
+        assert sorted(i for b in window for i in b) == sorted(same_positions)
         spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in window)
         assert all(hi <= lo_next for (_, hi), (lo_next, _) in zip(spans, spans[1:]))  # contiguous length bands
     # every item once per pass; two ranks see the one-process batch; a restart continues; the seed decides
@@ -168,7 +169,8 @@ def test_length_grouping_refuses_bad_settings(tok: Any, cls_file: Path) -> None:
     with pytest.raises(ConfigError, match=r"group_by_length needs one length per item \(10\), got none"):
         StreamBatchSampler(10, 2, group_by_length=2)
     with pytest.raises(ConfigError, match="group_by_length must be 0 .off. or a positive number of batches, got True"):
-        TaskDataModule(ToyCls(), "en", tok, "causal_lm", data_files=str(cls_file), group_by_length=True)  # type: ignore[arg-type]
+        TaskDataModule(ToyCls(), "en", tok, "causal_lm", data_files=str(cls_file),
+                       group_by_length=True)  # type: ignore[arg-type]
     dm = TaskDataModule(ToyCls(), "en", tok, "causal_lm", data_files=str(cls_file), batch_size=4, group_by_length=3)
     batches = iter(dm.train_dataloader())
     assert all(next(batches)["input_ids"].shape[0] == 4 for _ in range(7))
