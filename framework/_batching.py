@@ -26,8 +26,7 @@ def _unwrap(model: Any) -> Any:
     return get_base() if callable(get_base) else model
 
 
-# Deliberate duplication: adamergex.training.objective_of reads the same class-name suffixes, but importing it
-# would pull Lightning into every evaluation; a shared light helper (e.g. in loading.py) should replace both.
+# Kept here, free of Lightning, so evaluation can ask; adamergex.training.objective_of asks these too.
 def is_sequence_classifier(model: Any) -> bool:
     """Whether ``model`` (or the model under a ``PeftModel``) is a ``*ForSequenceClassification`` model."""
     return type(_unwrap(model)).__name__.endswith("ForSequenceClassification")

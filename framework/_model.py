@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ._encoding import OBJECTIVES, Objective
+from ._batching import is_masked_lm, is_sequence_classifier
 from ._heads import _unwrap, head_modules
 from .adapter_state import AdapterState
 from .errors import ConfigError
@@ -33,11 +34,12 @@ def objective_of(model: nn.Module) -> Objective:
     name = type(base).__name__
     if getattr(getattr(base, "config", None), "is_encoder_decoder", False):
         return "seq2seq_lm"
-    for suffix, objective in (("ForSequenceClassification", "sequence_classification"),
-                              ("ForMaskedLM", "masked_lm"), ("ForCausalLM", "causal_lm"),
-                              ("LMHeadModel", "causal_lm")):
-        if name.endswith(suffix):
-            return objective  # type: ignore[return-value]
+    if is_sequence_classifier(base):
+        return "sequence_classification"
+    if is_masked_lm(base):
+        return "masked_lm"
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return "causal_lm"
     raise ConfigError(f"cannot tell how to train a {name}; pass objective= one of {', '.join(OBJECTIVES)}")
 
 
