@@ -69,9 +69,7 @@ def prepare_model(
         UnknownNameError: unknown adapter type (listing the registered ones).
         ConfigError: a stacked adapter of another type, or nothing left to train.
     """
-    from peft import PeftModel
-
-    from .loading import attach
+    from .loading import attach, peft_model
     from .strategy import Composition
 
     objective = objective or objective_of(model)
@@ -84,7 +82,7 @@ def prepare_model(
         options["task_type"] = _default_task_type(objective)
     config = typ.peft_config(**options)
     if not stack_on:
-        peft_model = PeftModel(model, config, adapter_name)
+        wrapped = peft_model(model, config, adapter_name)
     else:
         for i, st in enumerate(stack_on):
             if st.kind != adapter:
@@ -94,11 +92,11 @@ def prepare_model(
         # every adapter's modules_to_save and fail on the missing tensors).
         frozen = {f"stack_{i}": st.replace(saved_modules={}, config={**st.config, "modules_to_save": None})
                   for i, st in enumerate(stack_on)}
-        peft_model = attach(model, Composition(strategy="madx_stack", adapters=frozen, head_from="stack_0"))
-        peft_model.add_adapter(adapter_name, config)
-        peft_model.base_model.set_adapter([*frozen, adapter_name])  # type: ignore[operator]  # marks all of them trainable; undone below
+        wrapped = attach(model, Composition(strategy="madx_stack", adapters=frozen, head_from="stack_0"))
+        wrapped.add_adapter(adapter_name, config)
+        wrapped.base_model.set_adapter([*frozen, adapter_name])  # type: ignore[operator]  # marks all of them trainable; undone below
     trainable = 0
-    for name, p in peft_model.named_parameters():
+    for name, p in wrapped.named_parameters():
         p.requires_grad_(adapter_name in name.split("."))
         if p.requires_grad:
             trainable += p.numel()
@@ -107,7 +105,7 @@ def prepare_model(
     if trainable == 0:
         raise ConfigError(f"adapter {adapter!r} with options {options} adapts no module of {type(model).__name__}; "
                           "set target_modules")
-    return peft_model
+    return wrapped
 
 
 # -- loading by name --------------------------------------------------------------------------------------------------

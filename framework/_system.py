@@ -340,7 +340,6 @@ def _quiet_lightning(progress_bar: bool) -> Iterator[None]:
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
         if not progress_bar:
             for lg in loggers:
                 lg.setLevel(logging.WARNING)

@@ -86,6 +86,18 @@ def _load_weights(model: PeftModel, state: AdapterState, adapter_name: str, *, k
         raise AdapterFormatError(f"adapter {adapter_name!r} lacks tensors the model expects: {missing[:5]}")
 
 
+def peft_model(model: Any, config: Any, adapter_name: str) -> PeftModel:
+    """``PeftModel(model, config, adapter_name)`` without transformers' deprecation notice for the
+    ``is_gradient_checkpointing`` attribute that PEFT's constructor reads (one place for every wrap)."""
+    import warnings
+
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        return PeftModel(model, config, adapter_name)
+
+
 def attach(
     model: PreTrainedModel,
     adapter: AdapterState | Composition,
@@ -99,8 +111,6 @@ def attach(
         IncompatibleAdaptersError: the adapter was trained on another base model.
         AdapterFormatError: tensors do not fit the model (missing or unexpected keys).
     """
-    from peft import PeftModel
-
     from .strategy import Composition
 
     if isinstance(adapter, Composition):
@@ -110,25 +120,25 @@ def attach(
             if check_base_model:
                 _check_base(model, adapter.adapters[name], what=f"composition adapter {name!r}")
         head = adapter.head_from
-        peft_model = PeftModel(model, _peft_config(adapter.adapters[first], keep_heads=first == head), first)
-        _load_weights(peft_model, adapter.adapters[first], first, keep_heads=first == head)
+        wrapped = peft_model(model, _peft_config(adapter.adapters[first], keep_heads=first == head), first)
+        _load_weights(wrapped, adapter.adapters[first], first, keep_heads=first == head)
         for name in names[1:]:
             keep = name == head
-            peft_model.add_adapter(name, _peft_config(adapter.adapters[name], keep_heads=keep))
-            _load_weights(peft_model, adapter.adapters[name], name, keep_heads=keep)
+            wrapped.add_adapter(name, _peft_config(adapter.adapters[name], keep_heads=keep))
+            _load_weights(wrapped, adapter.adapters[name], name, keep_heads=keep)
         # Activate all adapters together (MAD-X style stacking); PEFT sums (LoRA) or multiplies ((IA)³) them.
-        tuner: Any = peft_model.base_model
+        tuner: Any = wrapped.base_model
         tuner.set_adapter(names)
-        _activate_heads(peft_model, head)
-        peft_model.eval()
-        return peft_model
+        _activate_heads(wrapped, head)
+        wrapped.eval()
+        return wrapped
 
     if check_base_model:
         _check_base(model, adapter, what="adapter")
-    peft_model = PeftModel(model, _peft_config(adapter, keep_heads=True), adapter_name)
-    _load_weights(peft_model, adapter, adapter_name, keep_heads=True)
-    peft_model.eval()
-    return peft_model
+    wrapped = peft_model(model, _peft_config(adapter, keep_heads=True), adapter_name)
+    _load_weights(wrapped, adapter, adapter_name, keep_heads=True)
+    wrapped.eval()
+    return wrapped
 
 
 def _activate_heads(peft_model: PeftModel, head: str) -> None:

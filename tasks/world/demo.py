@@ -220,7 +220,7 @@ def _train_job(kind: str, seed: int, role: str) -> tuple[bytes, float]:
     with warnings.catch_warnings():
         # Lightning's own deprecation chatter, and the stall warning of reference adapters: the base model was
         # pretrained on this very text, so their loss falls little (recorded in results.json, not hidden).
-        warnings.filterwarnings("ignore", message=r".*(LeafSpec|is_gradient_checkpointing|training loss did not).*")
+        warnings.filterwarnings("ignore", message=r".*(LeafSpec|training loss did not).*")
         state = train_adapter(
             copy.deepcopy(ctx.model), ctx.tokenizer, ctx.reference if is_ref else ctx.task, language, adapter=kind,
             adapter_options=recipe.adapter_options[kind], max_steps=steps,

@@ -24,7 +24,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,9 +280,7 @@ def _pretrain(cfg: BaseModelConfig, out: Path, *, progress: bool) -> dict[str, A
             order, cursor = torch.randperm(len(chunks), generator=gen), 0
         batch = chunks[order[cursor: cursor + cfg.batch_size]]
         cursor += cfg.batch_size
-        with warnings.catch_warnings():  # transformers' own deprecation notice, raised from inside its forward
-            warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
-            loss = model(input_ids=batch, labels=batch).loss
+        loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
