@@ -1,7 +1,7 @@
 """Evaluation throughput: log-likelihood scoring of multiple-choice examples against a bare forward pass.
 
 XNLI-shaped examples (a premise of 10–60 words, a question naming the three options, three one-word choices) are
-scored with :func:`adamergex.scoring.score_choices`, which tokenises, batches every (example, choice) pair
+scored with :func:`adamergex.evaluation.score_choices`, which tokenises, batches every (example, choice) pair
 longest first, runs the model with logits only for the continuation positions and takes log-softmax there;
 pairs that feed the model the same tokens share one row, so one-token choices cost one pass per example. The
 baseline is a bare ``model(input_ids, attention_mask)`` over every (example, choice) sequence in the same padded
@@ -42,7 +42,9 @@ from typing import Any
 
 import torch
 
-from adamergex.scoring import _batches, _Encoder, _pad, _pad_id, _requests, model_max_length, score_choices
+from adamergex.evaluation import model_max_length, score_choices
+from adamergex.evaluation._batching import _batches, _Encoder, _pad, _pad_id
+from adamergex.evaluation._scoring import _requests
 from adamergex.task import Example
 from adamergex.tiny import tiny_llama, train_tokenizer
 

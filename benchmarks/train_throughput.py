@@ -82,7 +82,7 @@ def batches(p: dict[str, Any], count: int) -> Any:
     import numpy as np
     from torch.utils.data import DataLoader
 
-    from adamergex.data import Collator, EncodedDataset, StreamBatchSampler
+    from adamergex.training import Collator, EncodedDataset, StreamBatchSampler
 
     rng = np.random.default_rng(0)
     items = [{"input_ids": rng.integers(5, p["vocab"], p["seq"])} for _ in range(count * p["batch"])]

@@ -168,6 +168,7 @@ class StrategyConfig:
 
 
 C = TypeVar("C", bound=StrategyConfig)
+T = TypeVar("T")
 
 
 def _parse(value: Any, default: Any, where: str) -> Any:
@@ -227,6 +228,12 @@ class Strategy:
     summary: str = ""
     identity: Mapping[str, Any] | None = None
     """Parameters at which the strategy returns the task adapter exactly (``t = 0``...); ``None`` if none do."""
+
+    def select(self, adapters: Mapping[str, T]) -> dict[str, T]:
+        """The entries of ``adapters`` (role → state, path...) whose role this strategy takes, required or
+        optional; ``None`` values are left out. The others are ignored, as the command line reports."""
+        takes = (*self.roles, *self.optional_roles)
+        return {role: value for role, value in adapters.items() if value is not None and role in takes}
 
     def make_config(self, params: Mapping[str, Any] | StrategyConfig | None = None) -> StrategyConfig:
         """Validated config from a mapping (strings allowed) or an existing config."""

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import datasets
     import torchmetrics
 
-__all__ = ["SPLITS", "DataFiles", "Example", "Task", "TaskKind", "get_task", "load_local"]
+__all__ = ["SPLITS", "DataFiles", "Example", "Task", "TaskKind", "check_tuning_split", "get_task", "load_local"]
 
 TaskKind = Literal["classification", "multiple_choice", "generation", "language_modeling"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -197,3 +197,17 @@ def get_task(name: str, **overrides: Any) -> Task:
         raise ConfigError(f"task {name!r} has no option(s) {unknown}; available: {sorted(fields)}")
     task: Task = cls(**overrides)
     return task
+
+
+def check_tuning_split(split: str, allow_test: bool) -> None:
+    """Refuse to tune on the test split unless ``allow_test`` says it is deliberate (STYLE §4): the one check
+    that the tuner, the evaluation harness and the command line share.
+
+    Raises:
+        ConfigError: ``split == "test"`` and not ``allow_test``.
+    """
+    if split == "test" and not allow_test:
+        raise ConfigError(
+            "tuning on split 'test' is refused: tune on 'validation' (--split validation), or pass "
+            "allow_test=True (--allow-test) if this is deliberate"
+        )

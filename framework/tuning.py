@@ -14,8 +14,6 @@ passed, and the split is recorded in the result.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -24,17 +22,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .adapter_state import AdapterState
-from .errors import ConfigError, OutputExistsError
-from .merging import _as_state, merge, save_merge_output
+from .errors import ConfigError
+from .merging import as_state, merge
 from .registry import STRATEGIES
 from .strategy import Composition, Strategy, StrategyConfig
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["TuneResult", "cli_tune", "evaluation_objective", "tune"]
+__all__ = ["TrialObjective", "TuneResult", "evaluation_objective", "plot_history", "tune"]
 
-Objective = Callable[["AdapterState | Composition", "optuna.Trial"], float]
+TrialObjective = Callable[["AdapterState | Composition", "optuna.Trial"], float]
+"""What a trial maximises: a score of the merge output (the trial receives intermediate values for pruning)."""
 
 
 @dataclass
@@ -62,7 +61,7 @@ class TuneResult:
 def tune(
     strategy: str | Strategy,
     adapters: Mapping[str, AdapterState | str | os.PathLike[str]],
-    objective: Objective,
+    objective: TrialObjective,
     *,
     n_trials: int = 20,
     storage: str | None = None,
@@ -98,7 +97,7 @@ def tune(
         raise ConfigError(f"n_trials must be at least 1, got {n_trials}")
     if not any(p["tune"] for p in strat.config.parameters()):
         raise ConfigError(f"strategy {strat.name!r} has no tunable parameters; nothing to tune")
-    states = {role: _as_state(value, role) for role, value in adapters.items()}
+    states = {role: as_state(value, role) for role, value in adapters.items()}
     kind = next(iter(states.values())).kind
     name = study_name or f"{strat.name}-{kind}"
     study = optuna.create_study(
@@ -150,7 +149,7 @@ def evaluation_objective(
     seed: int = 0,
     data_files: Mapping[str, Any] | None = None,
     batch_size: int = 16,
-) -> Objective:
+) -> TrialObjective:
     """An objective that scores a merge output with the evaluation harness (``purpose="tuning"``).
 
     Each language's score is reported to the trial as an intermediate value (so a pruner can stop a bad trial
@@ -158,9 +157,9 @@ def evaluation_objective(
     Raises :class:`ConfigError` for ``split="test"`` unless ``allow_test``.
     """
     from .evaluation import evaluate
+    from .task import check_tuning_split
 
-    if split == "test" and not allow_test:
-        raise ConfigError("tuning on split 'test' is refused: tune on 'validation' (or pass allow_test / --allow-test)")
+    check_tuning_split(split, allow_test)
     langs = [languages] if isinstance(languages, str) else list(languages)
 
     def objective(merged: AdapterState | Composition, trial: optuna.Trial) -> float:
@@ -186,65 +185,7 @@ def evaluation_objective(
     return objective
 
 
-def cli_tune(argv: list[str]) -> int:
-    """``adamergex tune``: tune a strategy on the validation split; writes best.json, the best merge and a plot."""
-    p = argparse.ArgumentParser(prog="adamergex tune", description=cli_tune.__doc__)
-    p.add_argument("--model", required=True, help="base model: local path or Hugging Face id")
-    p.add_argument("--strategy", default="adamergex", help="registered strategy (default: adamergex)")
-    p.add_argument("--task", required=True, help="registered task name the merge is scored on")
-    p.add_argument("--languages", required=True, help="comma-separated target languages")
-    p.add_argument("--task-adapter", required=True, help="task adapter directory (source language)")
-    p.add_argument("--ref-source", help="reference adapter directory, source language")
-    p.add_argument("--ref-target", help="reference adapter directory, target language")
-    p.add_argument("--n-trials", type=int, default=20, help="completed trials in the study (reruns resume)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUTPUT/study.db)")
-    p.add_argument("--study-name", help="default: STRATEGY-ADAPTERTYPE")
-    p.add_argument("--metric", help="metric to maximise (default: the task's first)")
-    p.add_argument("--split", default="validation", help="split scored (default: validation)")
-    p.add_argument("--allow-test", action="store_true", help="allow tuning on the test split")
-    p.add_argument("--limit", type=int, help="seeded subset of N examples per language")
-    p.add_argument("--data-files", nargs="+", default=[], metavar="LANG[:SPLIT]=PATH", help="local data per language")
-    p.add_argument("--seed", type=int, default=0, help="sampler and subsample seed")
-    p.add_argument("--output", required=True, help="directory for best.json, best_adapter/ and history.png")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
-    args = p.parse_args(argv)
-    from .evaluation_cli import load_model, parse_data_files
-
-    if args.split == "test" and not args.allow_test:
-        raise ConfigError("tuning on split 'test' is refused: tune on 'validation' (or pass --allow-test)")
-    out = Path(args.output)
-    if (out / "best.json").exists():
-        raise OutputExistsError(f"{out / 'best.json'} exists; the study resumes from its storage, pick another --output")
-    strat = STRATEGIES.get(args.strategy)
-    roles = {"task": args.task_adapter, "ref_source": args.ref_source, "ref_target": args.ref_target}
-    adapters = {r: v for r, v in roles.items() if v and (r in strat.roles or r in strat.optional_roles)}
-    states = {r: _as_state(v, r) for r, v in adapters.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    languages = [x.strip() for x in args.languages.split(",") if x.strip()]
-    from .task import get_task
-
-    task = get_task(args.task)
-    model, tokenizer = load_model(args.model, task=task, adapter=states["task"], model_type="auto",
-                                  trust_remote_code=args.trust_remote_code)
-    objective = evaluation_objective(
-        model, tokenizer, args.task, languages, metric=args.metric, split=args.split, allow_test=args.allow_test,
-        limit=args.limit, seed=args.seed, data_files=parse_data_files(args.data_files),
-    )
-    record = {"task": args.task, "languages": languages, "split": args.split, "limit": args.limit, "seed": args.seed}
-    result = tune(strat, states, objective, n_trials=args.n_trials, storage=storage, study_name=args.study_name,
-                  seed=args.seed, record=record)
-    best = merge(strat, states, result.best_params)
-    save_merge_output(best, out / "best_adapter", overwrite=True)
-    _plot_history(storage, result.study_name, out / "history.png")
-    from .io import write_json_atomic
-
-    write_json_atomic(out / "best.json", result.to_dict())
-    print(json.dumps(result.to_dict(), indent=2, default=str))
-    return 0
-
-
-def _plot_history(storage: str, study_name: str, path: Path) -> None:
+def plot_history(storage: str, study_name: str, path: Path) -> None:
     """Optuna's own optimisation-history plot, rendered with matplotlib (Agg) and saved atomically."""
     import matplotlib
 

@@ -10,12 +10,13 @@ new lexicon, SOV, suffix morphology and a Cyrillic script; see :mod:`.grammar`).
 * ``world_arith``: word problems with a numeric answer (generation, like MGSM);
 * ``world_qa``: short-answer questions about a context (generation, like XQuAD).
 
-:mod:`.model` builds (and caches) the base model, a small Llama pretrained on the reference text of all languages;
-:mod:`.demo` runs ``adamergex demo``.
+:mod:`.model` builds (and caches) the base model, a small Llama pretrained on the reference text of all languages.
+The ``adamergex demo`` pipeline that uses them is a recipe: :mod:`adamergex.recipes.demo`.
 """
 
 from __future__ import annotations
 
+from ._base import WorldTask
 from .arith import WorldArithTask
 from .grammar import LANGUAGES, Language, make_languages
 from .nli import WorldNliTask
@@ -31,6 +32,7 @@ __all__ = [
     "WorldNliTask",
     "WorldQaTask",
     "WorldReferenceTask",
+    "WorldTask",
     "make_languages",
     "make_world",
 ]

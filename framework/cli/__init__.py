@@ -1,7 +1,11 @@
-"""``adamergex`` command-line entry point: dispatches to subcommand functions that live beside their code.
+"""The ``adamergex`` command line: one module per command in this package, and the table that routes to them.
 
-Each subcommand is ``module:function`` taking ``argv`` (the arguments after the subcommand name) and returning an
-exit status. Modules are imported only when their command runs, so ``adamergex --help`` stays fast.
+Command ``NAME`` is ``cli_NAME(argv)`` in :mod:`adamergex.cli.NAME`, taking the arguments after the command name
+and returning an exit status; ``_options`` builds options from config dataclasses and their field docstrings.
+Modules are imported only when their command runs, so ``adamergex --help`` stays fast. The library never imports
+this package (a test checks it): everything a command does is a library call it makes.
+
+To add a command: write ``cli/NAME.py`` with ``cli_NAME(argv) -> int`` and add one line to :data:`COMMANDS`.
 """
 
 from __future__ import annotations
@@ -11,23 +15,24 @@ import os
 import sys
 from typing import NoReturn
 
-from .errors import FrameworkError
+from ..errors import FrameworkError
 
 __all__ = ["COMMANDS", "console", "main"]
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("adamergex.tasks.world.demo", "run the whole AdaMergeX pipeline on the embedded synthetic world"),
-    "evaluate": ("adamergex.evaluation", "score an adapter (or merge output) per language on a task"),
-    "merge": ("adamergex.merging", "merge adapters with a registered strategy into a PEFT adapter directory"),
-    "strategies": ("adamergex.merging", "list registered strategies with roles, parameters and papers"),
-    "train": ("adamergex.training", "train a PEFT adapter on a task and language with Lightning"),
-    "tune": ("adamergex.tuning", "tune a strategy's merge parameters with Optuna on a validation split"),
+COMMANDS: dict[str, str] = {
+    "demo": "run the whole AdaMergeX pipeline on the embedded synthetic world",
+    "evaluate": "score an adapter (or merge output) per language on a task",
+    "merge": "merge adapters with a registered strategy into a PEFT adapter directory",
+    "strategies": "list registered strategies with roles, parameters and papers",
+    "train": "train a PEFT adapter on a task and language with Lightning",
+    "tune": "tune a strategy's merge parameters with Optuna on a validation split",
 }
+"""Command name → one-line help; ``adamergex.cli.NAME:cli_NAME`` runs it."""
 
 
 def _usage() -> str:
     lines = ["usage: adamergex COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<11} {help_}" for name, (_, help_) in sorted(COMMANDS.items())]
+    lines += [f"  {name:<11} {help_}" for name, help_ in sorted(COMMANDS.items())]
     lines += ["", "Run `adamergex COMMAND --help` for the options of one command."]
     return "\n".join(lines)
 
@@ -42,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"adamergex: unknown command {name!r}; available: {', '.join(sorted(COMMANDS))}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    module = importlib.import_module(f"{__name__}.{name}")
     fn = getattr(module, f"cli_{name}")
     try:
         return int(fn(rest) or 0)

@@ -28,7 +28,7 @@ MLM masking is static, drawn once per chunk from ``(seed, chunk index)``, for th
 
 Layout: this module holds the dataset, the order (:class:`StreamBatchSampler`), collation and the DataModule; the
 encoding step (:func:`encode_examples`, :func:`mask_tokens`, :func:`data_fingerprint`) lives in ``_encoding`` and
-packing in :mod:`adamergex.packing`, both re-exported here.
+packing in :mod:`adamergex.packing`. Import the public names from :mod:`adamergex.training`.
 """
 
 from __future__ import annotations
@@ -45,27 +45,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ._encoding import IGNORE_INDEX as IGNORE_INDEX
-from ._encoding import OBJECTIVES, Objective, data_fingerprint, encode_examples, mask_tokens
-from .errors import ConfigError
-from .packing import pack_token_ids
-from .task import DataFiles, Example, Task, get_task
+from ..errors import ConfigError
+from ..models import OBJECTIVES, Objective
+from ..packing import pack_token_ids
+from ..task import DataFiles, Example, Task, get_task
+from ._encoding import IGNORE_INDEX, data_fingerprint, encode_examples, mask_tokens
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = [
-    "OBJECTIVES",
-    "Collator",
-    "EncodedDataset",
-    "Objective",
-    "StreamBatchSampler",
-    "TaskDataModule",
-    "data_fingerprint",
-    "encode_examples",
-    "mask_tokens",
-    "pack_token_ids",
-]
+__all__ = ["Collator", "EncodedDataset", "StreamBatchSampler", "TaskDataModule"]
 
 
 # -- datasets, order, collation ---------------------------------------------------------------------------------

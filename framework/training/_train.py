@@ -1,45 +1,5 @@
-"""Adapter training with Lightning: one system module, one library call and the ``adamergex train`` command.
-
-The split follows the Lightning style guide: the *model* is a Hugging Face model wrapped in a ``PeftModel`` by
-:func:`prepare_model` (only the new adapter, and the heads it saves through PEFT ``modules_to_save``, require
-grad); the *system* is :class:`AdapterTrainingModule` (loss, optimiser, schedule, logging, checkpoint contents);
-the data is :class:`~adamergex.data.TaskDataModule`. :func:`train_adapter` wires them to a ``lightning.Trainer``
-and returns an :class:`~adamergex.AdapterState` whose metadata says how it was made; with ``output`` it is also
-written as a PEFT adapter directory (``PeftModel.from_pretrained`` and :func:`adamergex.io.load_adapter` read it).
-
-Guarantees and the pitfalls they answer (GitHub issue #3):
-
-* **Loss without full-vocabulary float32 logits.** Causal LMs run the backbone, then a fused linear +
-  cross-entropy over row chunks that computes the gradient of the hidden states chunk by chunk
-  (:func:`linear_cross_entropy`): logits exist in the compute dtype one chunk at a time. Masked LMs apply the MLM
-  head only at masked positions. A one-off check at fit start compares this path with the model's own logits and
-  falls back to the plain forward for models whose head does something else (soft-capping, logit scales).
-* **Heads.** Sequence classifiers save their classifier *and* pooler with the task adapter (``modules_to_save``),
-  so a head never meets a different random pooler at the next load. Reference (language-modelling) adapters
-  keep the head frozen: the base model's, or a shared head trained once by :func:`train_reference_head`;
-  ``metadata["head"]`` records which, with its SHA-256, so ``ref_target − ref_source`` carries no head change.
-* **Dead runs.** A loss that does not fall (classification: not below the label-entropy baseline of a
-  majority-class predictor) is detected after training; the run is retried at a lower learning rate (recorded
-  in ``metadata["training"]["attempts"]``), or fails with :class:`TrainingStalledError`, never saved silently.
-* **Repeatability.** Seeded initialisation, data order and masking; a run resumed from its last checkpoint
-  (``resume=True``) ends with the same adapter as an uninterrupted one (RNG states travel in the checkpoint, and
-  the data stream restarts at the restored step). DDP gives the same adapter as one process on the same global
-  batch: losses are normalised by the *global* number of target tokens.
-* **MAD-X.** ``stack_on`` adapters (e.g. the source-language adapter) are active and frozen under the new task
-  adapter, so ``madx_stack`` can later swap in the target-language one.
-* Multi-GPU and multi-node use Lightning's own strategies (``strategy="ddp"``, ``"fsdp"``...).
-
-Configuration: ``adamergex train`` takes its options from :class:`TrainConfig`, a dataclass whose field docstrings
-are the ``--help`` text. The same keys form a YAML file (``adamergex train --config run.yaml``; flags given on
-the command line override the file; ``--print-config`` prints the resolved YAML). Example:
-``tests/fixtures/training/train_lora.yaml``.
-
-Layout: this module holds the library call (:func:`train_adapter`, :func:`train_reference_head`) and re-exports the
-public names of its parts: ``_model`` (:func:`objective_of`, :func:`prepare_model`, :func:`load_for_training`),
-``_heads`` (:func:`head_modules`, :class:`ReferenceHead`), ``_losses`` (:func:`linear_cross_entropy`),
-``_system`` (:class:`AdapterTrainingModule`, the stall check and the ``Trainer``) and ``_train_cli``
-(:class:`TrainConfig`, :func:`cli_train`). Import from ``adamergex.training``, not from the parts.
-"""
+"""The library call that trains an adapter (:func:`train_adapter`) or a shared reference head
+(:func:`train_reference_head`); the guarantees it keeps are listed in :mod:`adamergex.training`."""
 
 from __future__ import annotations
 
@@ -59,38 +19,22 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ._heads import ReferenceHead, _head_tensors, _sha256, _unwrap, head_modules
-from ._losses import linear_cross_entropy
-from ._model import load_for_training, objective_of, prepare_model
-from ._system import AdapterTrainingModule, _fit, _label_entropy, _quiet_lightning, _stall_verdict
-from ._system import Schedule as Schedule
-from ._train_cli import TrainConfig, cli_train
-from ._train_cli import parse_train_args as parse_train_args
-from .adapter_state import AdapterState
-from .data import Objective, TaskDataModule
-from .errors import ConfigError, OutputExistsError, TrainingStalledError
-from .registry import ADAPTERS
-from .task import DataFiles, Task, get_task
-from .versions import package_versions
+from ..adapter_state import AdapterState
+from ..errors import ConfigError, OutputExistsError, TrainingStalledError
+from ..models import Objective, objective_of, unwrap
+from ..registry import ADAPTERS
+from ..task import DataFiles, Task, get_task
+from ..versions import package_versions
+from ._data import TaskDataModule
+from ._heads import ReferenceHead, _head_tensors, _sha256, head_modules
+from ._model import prepare_model
+from ._system import AdapterTrainingModule, Schedule, _fit, _label_entropy, _quiet_lightning, _stall_verdict
 
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = [
-    "AdapterTrainingModule",
-    "ReferenceHead",
-    "TrainConfig",
-    "TrainingStalledError",
-    "cli_train",
-    "head_modules",
-    "linear_cross_entropy",
-    "load_for_training",
-    "objective_of",
-    "prepare_model",
-    "train_adapter",
-    "train_reference_head",
-]
+__all__ = ["LIGHTNING_DIR", "train_adapter", "train_reference_head"]
 
 OnStall = Literal["retry", "error", "warn"]
 LIGHTNING_DIR = "lightning"
@@ -105,7 +49,7 @@ def _check_positive(**values: float | None) -> None:
 
 
 def _load_states(items: Sequence[AdapterState | str | os.PathLike[str]]) -> list[AdapterState]:
-    from .io import load_adapter
+    from ..io import load_adapter
 
     return [s if isinstance(s, AdapterState) else load_adapter(s) for s in items]
 
@@ -119,7 +63,7 @@ def _adapter_state(trainer: pl.Trainer, module: AdapterTrainingModule, adapter_n
     """The trained adapter as a state (gathering full tensors first under sharding strategies such as FSDP)."""
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from .io import state_from_peft_model
+    from ..io import state_from_peft_model
 
     name = type(trainer.strategy).__name__
     if not (isinstance(trainer.strategy, FSDPStrategy) or name.startswith(("DeepSpeed", "ModelParallel"))):
@@ -135,7 +79,7 @@ def _state_from_full_state_dict(
     adapter's tensors, and :func:`adamergex.io.state_from_peft_model` does the rest."""
     from peft import get_peft_model_state_dict
 
-    from .io import state_from_peft_model
+    from ..io import state_from_peft_model
 
     clean = {}
     for key, value in full.items():
@@ -255,8 +199,8 @@ def train_adapter(
         TrainingStalledError: the loss did not fall (``on_stall`` ``error``, or after the retries).
         NumericalError: the trained adapter holds NaN/Inf.
     """
-    from .io import atomic_directory, save_adapter
-    from .loading import base_model_name
+    from ..io import atomic_directory, save_adapter
+    from ..loading import base_model_name
 
     _check_positive(batch_size=batch_size, grad_accum=grad_accum, lr=lr, epochs=epochs, max_steps=max_steps,
                     checkpoint_every=checkpoint_every, val_every=val_every, log_every=log_every,
@@ -413,7 +357,7 @@ def train_adapter(
 
 def _save_keeping(out: Path, lightning_root: Path, write: Callable[[Path], Any]) -> None:
     """Replace ``out`` atomically with what ``write`` puts in a fresh directory, keeping ``out/lightning``."""
-    from .io import atomic_directory
+    from ..io import atomic_directory
 
     with atomic_directory(out, overwrite=True) as tmp:
         write(tmp)
@@ -448,9 +392,6 @@ def train_reference_head(
             raise ConfigError(f"train_reference_head trains no adapter; remove {key}=")
     langs = [languages] if isinstance(languages, str) else list(languages)
     if not _head_tensors(model):
-        raise ConfigError(f"{type(_unwrap(model)).__name__} has no head parameters to train")
+        raise ConfigError(f"{type(unwrap(model)).__name__} has no head parameters to train")
     return train_adapter(model, tokenizer, task, langs, _train_head=True, **options)  # type: ignore[arg-type, return-value]
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(cli_train(sys.argv[1:]))

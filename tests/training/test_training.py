@@ -22,12 +22,12 @@ from adamergex.io import load_adapter, state_from_peft_model
 from adamergex.loading import attach
 from adamergex.task import Example, Task, TaskKind
 from adamergex.tiny import tiny_bert_classifier, tiny_bert_mlm, tiny_llama, train_tokenizer
+from adamergex.cli.train import cli_train
+from adamergex.training._train import _state_from_full_state_dict
 from adamergex.training import (
     AdapterTrainingModule,
     ReferenceHead,
     TrainingStalledError,
-    _state_from_full_state_dict,
-    cli_train,
     linear_cross_entropy,
     prepare_model,
     train_adapter,

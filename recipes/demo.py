@@ -20,7 +20,6 @@ each adapter's own training seconds are under ``training``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -34,14 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adamergex.config_docs import field_docs
 from adamergex.errors import ConfigError, OutputExistsError, UnknownNameError
 
-from . import _jobs
-from .grammar import LANGUAGES
-from .model import PRESETS
+from adamergex.tasks.world import LANGUAGES, WorldTask
+from adamergex.tasks.world.model import PRESETS
 
-__all__ = ["RECIPES", "DemoConfig", "Recipe", "cli_demo", "run_demo"]
+from . import _jobs
+from ._report import markdown
+
+__all__ = ["OUTPUT_FILES", "RECIPES", "DemoConfig", "Recipe", "markdown", "run_demo"]
 
 OUTPUT_FILES = ("results.json", "results.md", "results.png")
 ADAPTER_TYPES = ("lora", "ia3")
@@ -128,8 +128,6 @@ class DemoConfig:
     def __post_init__(self) -> None:
         from adamergex.registry import TASKS
 
-        from ._base import WorldTask
-
         world_tasks = sorted(n for n, cls in TASKS.items() if isinstance(cls, type) and issubclass(cls, WorldTask)
                              and cls.kind != "language_modeling")
         if self.task not in world_tasks:
@@ -201,7 +199,7 @@ def _make_context(cfg: DemoConfig, model: Any, tokenizer: Any) -> _Context:
 
 def _spawned_context(cfg: DemoConfig) -> _Context:
     """A spawned worker's context: the base model the parent built or checked, read from the cache."""
-    from .model import load_base_model
+    from adamergex.tasks.world.model import load_base_model
 
     base = load_base_model(cfg.size, cache_dir=cfg.cache_dir, progress=False, world_seed=cfg.world_seed,
                            rebuild="never")
@@ -256,8 +254,7 @@ def _evaluate_job(
             adapter: Any = adapters[UPPER]
         else:
             strategy = STRATEGIES.get(row)
-            wanted = (*strategy.roles, *strategy.optional_roles)
-            adapter = strategy({r: adapters[r] for r in wanted if r in adapters}, None)
+            adapter = strategy(strategy.select(adapters), None)
         fingerprint = adapter.fingerprint() if isinstance(adapter, AdapterState) else None
         if fingerprint in scored:
             same_as[row] = scored[fingerprint]
@@ -288,8 +285,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from adamergex.adapter_state import AdapterState
     from adamergex.registry import STRATEGIES
 
+    from adamergex.tasks.world.model import load_base_model
+
     from . import _report
-    from .model import load_base_model
 
     out = Path(cfg.output)
     _check_output(out, cfg.overwrite)
@@ -384,55 +382,3 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     }
     _report.write(out, record)
     return record
-
-
-# -- command line --------------------------------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="adamergex demo", description="Run AdaMergeX end to end on the embedded synthetic world (CPU, offline)."
-    )
-    docs = field_docs(DemoConfig)
-    for f in dataclasses.fields(DemoConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        help_ = f"{docs.get(f.name, '')} (default: {','.join(map(str, default)) if isinstance(default, tuple) else default})"
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
-        else:
-            parser.add_argument(flag, default=None, help=help_, metavar=f.name.upper())
-    return parser
-
-
-def _config_from_args(ns: argparse.Namespace) -> DemoConfig:
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(DemoConfig):
-        value = getattr(ns, f.name)
-        if value is None or isinstance(value, bool):
-            if isinstance(value, bool):
-                kwargs[f.name] = value
-            continue
-        try:
-            if f.name == "seeds":
-                kwargs[f.name] = tuple(int(s) for s in value.split(",") if s.strip())
-            elif f.name == "adapters":
-                kwargs[f.name] = tuple(s.strip() for s in value.split(",") if s.strip())
-            elif f.name in ("world_seed", "threads", "workers"):
-                kwargs[f.name] = int(value)
-            else:
-                kwargs[f.name] = value
-        except ValueError:
-            raise ConfigError(f"--{f.name.replace('_', '-')} must be {'comma-separated ' if f.name == 'seeds' else ''}"
-                              f"integer(s), got {value!r}") from None
-    return DemoConfig(**kwargs)
-
-
-def cli_demo(argv: Sequence[str]) -> int:
-    """``adamergex demo [options]``: run the demo and print its table (exit status 0)."""
-    from . import _report
-
-    cfg = _config_from_args(_parser().parse_args(list(argv)))
-    record = run_demo(cfg)
-    print(_report.markdown(record), end="")
-    print(f"\nwrote {', '.join(str(Path(cfg.output) / n) for n in OUTPUT_FILES)} "
-          f"in {record['seconds']['total']:.0f} s", file=sys.stderr)
-    return 0

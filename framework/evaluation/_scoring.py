@@ -23,8 +23,8 @@ prompt listing every option ("True, False or Neither?") count any answer as corr
 Every function switches the model to eval mode and back, runs under ``torch.inference_mode`` and returns results
 in input order.
 
-Layout: model facts (``is_sequence_classifier``, ``model_max_length``...) and the padding, batching and
-tokenising helpers live in ``_batching`` and are re-exported here.
+Layout: model facts (``model_max_length``...) and the padding, batching and tokenising helpers live in
+``_batching``; what a model is (:func:`adamergex.models.is_sequence_classifier`...) in :mod:`adamergex.models`.
 """
 
 from __future__ import annotations
@@ -43,16 +43,14 @@ from ._batching import (
     _pad,
     _pad_id,
     _progress,
-    is_masked_lm,
-    is_sequence_classifier,
     model_max_length,
 )
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-    from .task import Example
+    from ..task import Example
 
 __all__ = [
     "NORMALIZATIONS",
@@ -61,8 +59,6 @@ __all__ = [
     "classify",
     "generate_answers",
     "generate_continuations",
-    "is_masked_lm",
-    "is_sequence_classifier",
     "loglikelihoods",
     "model_max_length",
     "perplexity",

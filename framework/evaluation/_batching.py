@@ -13,30 +13,14 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..models import unwrap
 
 if TYPE_CHECKING:
     import torch
 
 
 # -- model and tokenizer facts ---------------------------------------------------------------------------------
-def _unwrap(model: Any) -> Any:
-    """The transformers model under a ``PeftModel`` (or the model itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-# Kept here, free of Lightning, so evaluation can ask; adamergex.training.objective_of asks these too.
-def is_sequence_classifier(model: Any) -> bool:
-    """Whether ``model`` (or the model under a ``PeftModel``) is a ``*ForSequenceClassification`` model."""
-    return type(_unwrap(model)).__name__.endswith("ForSequenceClassification")
-
-
-def is_masked_lm(model: Any) -> bool:
-    """Whether ``model`` (or the model under a ``PeftModel``) is a ``*ForMaskedLM`` model."""
-    return type(_unwrap(model)).__name__.endswith("ForMaskedLM")
-
-
 def model_max_length(model: Any, tokenizer: Any, max_length: int | None = None) -> int:
     """``max_length`` if given, else the smaller of the model's position limit and the tokenizer's (2048 when
     neither says)."""
@@ -71,7 +55,7 @@ def _device(model: Any) -> torch.device:
 def _forward_params(model: Any) -> set[str]:
     """Named parameters of the underlying model's ``forward`` (``**kwargs`` does not count)."""
     try:
-        params = inspect.signature(_unwrap(model).forward).parameters
+        params = inspect.signature(unwrap(model).forward).parameters
     except (TypeError, ValueError):
         return set()
     return {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}

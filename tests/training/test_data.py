@@ -1,4 +1,4 @@
-"""TaskDataModule, encoding per objective, deterministic sharded order and collation (adamergex.data)."""
+"""TaskDataModule, encoding per objective, deterministic sharded order and collation (adamergex.training)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from adamergex import TASKS
-from adamergex.data import (
+from adamergex.training import (
     IGNORE_INDEX,
     Collator,
     StreamBatchSampler,
     TaskDataModule,
     encode_examples,
-    pack_token_ids,
 )
 from adamergex.errors import ConfigError, UnknownNameError
+from adamergex.packing import pack_token_ids
 from adamergex.task import Example, Task, TaskKind
 from adamergex.tiny import train_tokenizer
 

@@ -1,8 +1,8 @@
 """``adamergex train``: :class:`TrainConfig`, its YAML/flag parsing, and :func:`cli_train`.
 
-Part of :mod:`adamergex.training`; import the public names from there (``adamergex.cli`` routes ``train`` to
-``adamergex.training:cli_train``). A dataclass field and the docstring under it give the default, the YAML key
-and the ``--help`` text; flags given on the command line override the YAML file named by ``--config``.
+A dataclass field and the docstring under it give the default, the YAML key and the ``--help`` text
+(:mod:`._options`); flags given on the command line override the YAML file named by ``--config``
+(``--print-config`` prints the resolved YAML). Example: ``tests/fixtures/training/train_lora.yaml``.
 """
 
 from __future__ import annotations
@@ -12,18 +12,13 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from ._encoding import OBJECTIVES
-from ._heads import head_modules
-from ._model import load_for_training, objective_of
-from .config_docs import field_docs
-from .errors import ConfigError
-from .registry import ADAPTERS
-from .task import DataFiles, get_task
+from ..errors import ConfigError
+from ..models import OBJECTIVES, load_pretrained, objective_of
+from ..registry import ADAPTERS
+from ..task import DataFiles, get_task
+from ._options import add_options, config_values
 
 __all__ = ["TrainConfig", "cli_train", "parse_train_args"]
 
@@ -149,80 +144,36 @@ class TrainConfig:
         return {k: v[0] if len(v) == 1 else v for k, v in mapping.items()}
 
 
-def _parse_pairs(entries: Sequence[str], option: str) -> dict[str, Any]:
-    import yaml
-
-    out = {}
-    for entry in entries:
-        if "=" not in entry:
-            raise ConfigError(f"--{option} takes KEY=VALUE entries, got {entry!r}")
-        key, value = entry.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def _parser() -> argparse.ArgumentParser:
-    docs = field_docs(TrainConfig)
     parser = argparse.ArgumentParser(
         prog="adamergex train", argument_default=argparse.SUPPRESS,
         description="Train a PEFT adapter on a task and language with Lightning. Options come from flags, a YAML "
                     "file (--config; its keys are the option names with underscores), or both (flags win).")
     parser.add_argument("--config", help="YAML file of options")
     parser.add_argument("--print-config", action="store_true", help="print the resolved options as YAML and exit")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_ = docs.get(f.name, "")
-        annotation = str(f.type)
-        if annotation == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_)
-        elif annotation.startswith(("list", "dict")):
-            parser.add_argument(flag, nargs="+", metavar="KEY=VALUE" if annotation.startswith("dict") else "VALUE",
-                                help=help_)
-        else:
-            kind = {"int": int, "float": float}.get(annotation.replace(" | None", ""), str)
-            parser.add_argument(flag, type=kind, help=help_)
+    add_options(parser, TrainConfig)
     return parser
 
 
 def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, bool]:
     """``(config, print_only)`` from command-line arguments and the optional YAML file they name."""
-    import yaml
-
-    args = vars(_parser().parse_args(list(argv)))
-    print_only = bool(args.pop("print_config", False))
-    values: dict[str, Any] = {}
-    if "config" in args:
-        path = Path(args.pop("config"))
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config {path} must hold a mapping of options, got {type(loaded).__name__}")
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        loaded = {str(k).replace("-", "_"): v for k, v in loaded.items()}
-        unknown = sorted(set(loaded) - names)
-        if unknown:
-            raise ConfigError(f"config {path} has unknown option(s) {unknown}; available: {', '.join(sorted(names))}")
-        values.update(loaded)
-    for key in ("adapter_options", "task_options"):
-        if key in args:
-            args[key] = {**values.get(key, {}), **_parse_pairs(args[key], key.replace("_", "-"))}
-    values.update(args)
+    args = _parser().parse_args(list(argv))
+    values = config_values(TrainConfig, args, config=getattr(args, "config", None))
     if isinstance(values.get("data_files"), str):
         values["data_files"] = [values["data_files"]]
     if isinstance(values.get("data_files"), dict):
         values["data_files"] = [f"{k}={v}" for k, v in values["data_files"].items()]
     if "devices" in values:
         values["devices"] = str(values["devices"])
-    return TrainConfig(**values), print_only
+    return TrainConfig(**values), bool(getattr(args, "print_config", False))
 
 
 def cli_train(argv: list[str]) -> int:
     """``adamergex train``: see ``adamergex train --help``. Returns the exit status."""
+    import torch
     import yaml
 
-    from .training import train_adapter, train_reference_head  # training imports this module
+    from ..training import head_modules, train_adapter, train_reference_head
 
     cfg, print_only = parse_train_args(argv)
     if print_only:
@@ -235,7 +186,7 @@ def cli_train(argv: list[str]) -> int:
     if not cfg.train_head:
         ADAPTERS.get(cfg.adapter)
     dtype_name = cfg.dtype or {"bf16": "bfloat16", "16": "float16"}.get(cfg.precision.split("-")[0], "float32")
-    model, tokenizer, new_modules = load_for_training(
+    model, tokenizer, new_modules = load_pretrained(
         cfg.model, task=task, objective=cfg.objective, revision=cfg.revision,  # type: ignore[arg-type]
         trust_remote_code=cfg.trust_remote_code, dtype=getattr(torch, dtype_name))
     objective = objective_of(model) if cfg.objective is None else cfg.objective

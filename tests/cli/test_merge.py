@@ -9,10 +9,10 @@ import pytest
 
 from adamergex.cli import main
 from adamergex.io import load_adapter, save_adapter
-from adamergex.merging import strategy_table
+from adamergex.cli.strategies import strategy_table
 from tests._adapters import make_state
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture

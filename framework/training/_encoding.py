@@ -1,7 +1,7 @@
-"""Token ids for one training objective: the encoding step of :mod:`adamergex.data`.
+"""Token ids for one training objective: the encoding step of the training data module (``_data``).
 
-Part of :mod:`adamergex.data`; import the public names from there. Its module docstring has the table of what one
-training item is for each objective and task kind, and why MLM masking is static.
+Part of :mod:`adamergex.training`; import the public names from there. ``_data``'s docstring has the table of what
+one training item is for each objective and task kind, and why MLM masking is static.
 """
 
 from __future__ import annotations
@@ -9,21 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .packing import pack_token_ids
-from .task import Example
+from ..errors import ConfigError
+from ..models import OBJECTIVES, Objective
+from ..packing import pack_token_ids
+from ..task import Example
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["IGNORE_INDEX", "OBJECTIVES", "Objective", "data_fingerprint", "encode_examples", "mask_tokens"]
+__all__ = ["IGNORE_INDEX", "data_fingerprint", "encode_examples", "mask_tokens"]
 
-Objective = Literal["causal_lm", "masked_lm", "sequence_classification", "seq2seq_lm"]
-OBJECTIVES: tuple[str, ...] = ("causal_lm", "masked_lm", "sequence_classification", "seq2seq_lm")
 IGNORE_INDEX = -100
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adamergex.errors import ConfigError
-from adamergex.scoring import (
+from adamergex.evaluation import (
     choice_scores,
     classify,
     generate_answers,
@@ -18,7 +18,7 @@ from adamergex.scoring import (
     score_choices,
 )
 from adamergex.task import Example
-from tests.framework.test_evaluation import llama, one_thread, tok, token_ids  # noqa: F401  (fixtures)
+from tests.evaluation.test_evaluation import llama, one_thread, tok, token_ids  # noqa: F401  (fixtures)
 
 PAIRS = [
     ("the cat sat", " on the mat"),

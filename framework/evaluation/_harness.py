@@ -3,7 +3,7 @@
 :func:`evaluate` returns an :class:`EvaluationResult` whose ``scores`` are ``{language: {metric: value}}`` and whose
 ``record`` says exactly what was evaluated (task and its settings, split, seeded subsample, examples and their
 hash, adapter fingerprint, base model, scoring method). How each task kind is scored (the primitives are in
-:mod:`adamergex.scoring`):
+:mod:`adamergex.evaluation` (``score_choices``, ``classify``...)):
 
 * ``classification``: decoders (causal LMs) compare the log-likelihood of each choice after the prompt; encoders
   (``*ForSequenceClassification``) take the argmax of their logits on ``(text, text_pair)``.
@@ -17,8 +17,6 @@ hash, adapter fingerprint, base model, scoring method). How each task kind is sc
 Classification and multiple-choice metrics are updated with ``(preds, labels)`` as tensors, generation metrics
 with ``(answers, references)`` (one string and one tuple of strings per example). An adapter given to
 :func:`evaluate` is attached for the evaluation only: the model passed in comes back unchanged.
-
-``cli_evaluate`` is the ``adamergex evaluate`` command.
 """
 
 from __future__ import annotations
@@ -36,33 +34,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .adapter_state import AdapterState
-from .errors import ConfigError, OutputExistsError
-from .scoring import (
+from ..adapter_state import AdapterState
+from ..errors import ConfigError, OutputExistsError
+from ..loading import attached
+from ..models import is_masked_lm, is_sequence_classifier
+from ..strategy import Composition
+from ..task import DataFiles, Example, Task, check_tuning_split, get_task
+from ..versions import package_versions
+from ._scoring import (
     NORMALIZATIONS,
     Normalization,
     classify,
     generate_answers,
-    is_masked_lm,
-    is_sequence_classifier,
     model_max_length,
     perplexity,
     score_choices,
 )
-from .loading import attached
-from .strategy import Composition
-from .task import DataFiles, Example, Task, get_task
-from .versions import package_versions
 
 if TYPE_CHECKING:
     import torchmetrics
 
 __all__ = [
+    "MODEL_TYPES",
     "PURPOSES",
     "EvaluationResult",
+    "ModelType",
     "Purpose",
-    "attached",
-    "cli_evaluate",
+    "adapter_summary",
+    "check_languages",
+    "check_options",
+    "data_files_for",
     "evaluate",
     "resolve_adapter",
 ]
@@ -125,7 +126,7 @@ def resolve_adapter(adapter: AdapterState | Composition | str | os.PathLike[str]
     """
     if isinstance(adapter, (AdapterState, Composition)):
         return adapter
-    from .merging import load_merge_output
+    from ..merging import load_merge_output
 
     return load_merge_output(adapter)
 
@@ -145,7 +146,8 @@ def adapter_summary(adapter: AdapterState | Composition) -> dict[str, Any]:
     }
 
 
-def _check_languages(task: Task, languages: str | Sequence[str]) -> list[str]:
+def check_languages(task: Task, languages: str | Sequence[str]) -> list[str]:
+    """``languages`` as a list: non-empty, distinct, and each one the task has (raises :class:`ConfigError`)."""
     langs = [languages] if isinstance(languages, str) else list(languages)
     if not langs:
         raise ConfigError(f"languages must name at least one language; task {task.name!r} has {list(task.languages)}")
@@ -157,17 +159,15 @@ def _check_languages(task: Task, languages: str | Sequence[str]) -> list[str]:
     return langs
 
 
-def _check_options(
+def check_options(
     task: Task, split: str, purpose: str, allow_test: bool, normalization: str, limit: int | None, seed: int
 ) -> None:
+    """Raise :class:`ConfigError` for an evaluation setting that cannot hold (checked before any model loads)."""
     task.check_split(split)
     if purpose not in PURPOSES:
         raise ConfigError(f"purpose must be one of {list(PURPOSES)}, got {purpose!r}")
-    if purpose == "tuning" and split == "test" and not allow_test:
-        raise ConfigError(
-            "tuning must not read the test split; use split='validation' (--split validation), or pass "
-            "allow_test=True (--allow-test) if this is deliberate"
-        )
+    if purpose == "tuning":
+        check_tuning_split(split, allow_test)
     if normalization not in NORMALIZATIONS:
         raise ConfigError(f"normalization must be one of {list(NORMALIZATIONS)}, got {normalization!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -198,9 +198,10 @@ def _check_model(model: Any, task: Task) -> Literal["decoder", "encoder"]:
     return "encoder"
 
 
-def _data_files_for(
+def data_files_for(
     data_files: Mapping[str, DataFiles] | None, langs: Sequence[str]
 ) -> dict[str, DataFiles | None]:
+    """``{language: its files, or None for the Hub}``; every language evaluated must have files when any do."""
     if data_files is None:
         return {lang: None for lang in langs}
     missing = [lang for lang in langs if lang not in data_files]
@@ -212,7 +213,6 @@ def _data_files_for(
     return {lang: data_files[lang] for lang in langs}
 
 
-# -- attaching and detaching -------------------------------------------------------------------------------------
 # -- scoring one language ---------------------------------------------------------------------------------------
 def _metric_name(metric: Any) -> str:
     name = re.sub(r"^(Multiclass|Multilabel|Binary)", "", type(metric).__name__)
@@ -330,12 +330,12 @@ def evaluate(
         AdapterFormatError: the adapter directory is missing files or its tensors do not fit the model.
     """
     task_obj = get_task(task) if isinstance(task, str) else task
-    langs = _check_languages(task_obj, languages)
-    _check_options(task_obj, split, purpose, allow_test, normalization, limit, seed)
-    files = _data_files_for(data_files, langs)
+    langs = check_languages(task_obj, languages)
+    check_options(task_obj, split, purpose, allow_test, normalization, limit, seed)
+    files = data_files_for(data_files, langs)
     arch = _check_model(model, task_obj)
     resolved = resolve_adapter(adapter) if adapter is not None else None
-    from .loading import base_model_name
+    from ..loading import base_model_name
 
     record: dict[str, Any] = {
         "task": task_obj.name,
@@ -401,13 +401,3 @@ def _scoring_record(
         out["dtype"] = str(params.dtype).removeprefix("torch.")
         out["device"] = str(params.device)
     return out
-
-
-# -- model loading (CLI) -----------------------------------------------------------------------------------------
-
-
-def cli_evaluate(argv: list[str]) -> int:
-    """``adamergex evaluate`` (kept importable here; implemented in :mod:`adamergex.evaluation_cli`)."""
-    from .evaluation_cli import cli_evaluate as run
-
-    return run(argv)

@@ -19,15 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import AdapterFormatError, ConfigError
+from ..errors import AdapterFormatError, ConfigError
+from ..models import unwrap
 
 __all__ = ["ReferenceHead", "head_modules"]
-
-
-def _unwrap(model: nn.Module) -> Any:
-    from peft import PeftModel
-
-    return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
 def _backbone(base: nn.Module) -> nn.Module:
@@ -42,7 +37,7 @@ def head_modules(model: nn.Module) -> list[str]:
     """Names (inside the base model) of the modules a head consists of: every top-level child with parameters
     other than the backbone (``classifier``, ``score``, ``cls``, ``lm_head``), plus the backbone's pooler when a
     sequence classifier reads it (models without a pooler checkpoint get a new random one at every load)."""
-    base = _unwrap(model)
+    base = unwrap(model)
     prefix = getattr(base, "base_model_prefix", "")
     names = [n for n, child in base.named_children()
              if n != prefix and any(True for _ in child.parameters())]
@@ -55,7 +50,7 @@ def head_modules(model: nn.Module) -> list[str]:
 
 def _head_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """Head parameters by name in the base model, leaving out weights tied to the input embeddings."""
-    base = _unwrap(model)
+    base = unwrap(model)
     emb = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
     tied = {id(p) for p in emb.parameters()} if emb is not None else set()
     out: dict[str, torch.Tensor] = {}
@@ -100,11 +95,11 @@ class ReferenceHead:
         Raises:
             AdapterFormatError: a tensor has no place in the model, or a shape differs.
         """
-        params = dict(_unwrap(model).named_parameters())
+        params = dict(unwrap(model).named_parameters())
         with torch.no_grad():
             for name, value in self.tensors.items():
                 if name not in params:
-                    raise AdapterFormatError(f"reference head tensor {name} has no place in {type(_unwrap(model)).__name__}")
+                    raise AdapterFormatError(f"reference head tensor {name} has no place in {type(unwrap(model)).__name__}")
                 if params[name].shape != value.shape:
                     raise AdapterFormatError(
                         f"reference head tensor {name} has shape {tuple(value.shape)}, the model "
@@ -116,7 +111,7 @@ class ReferenceHead:
         """Write ``head.safetensors`` and ``head.json`` atomically."""
         from safetensors.torch import save_file
 
-        from .io import atomic_directory
+        from ..io import atomic_directory
 
         meta = {"base_model": self.base_model, "sha256": self.fingerprint(), **self.metadata}
         with atomic_directory(directory, overwrite=overwrite) as tmp:
@@ -130,7 +125,7 @@ class ReferenceHead:
         """Read a head written by :meth:`save`. Raises :class:`AdapterFormatError` for a missing/corrupt one."""
         from safetensors.torch import load_file
 
-        from .io import read_json
+        from ..io import read_json
 
         path = Path(directory)
         if not (path / cls.FILE).is_file():

@@ -13,7 +13,7 @@ import pytest
 from adamergex.cli import main
 from adamergex.errors import OutputExistsError, UnknownNameError
 from adamergex.registry import STRATEGIES
-from adamergex.tasks.world.demo import DemoConfig, run_demo
+from adamergex.recipes.demo import DemoConfig, run_demo
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_spawned_workers_read_the_cached_model_and_agree(
     cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where fork is not used (macOS, Windows), each worker loads the base model from the cache itself."""
-    from adamergex.tasks.world import _jobs
+    from adamergex.recipes import _jobs
 
     cfg = DemoConfig(size="tiny", seeds=(0,), adapters=("ia3",), threads=1, progress=False)
     forked = run_demo(dataclasses.replace(cfg, output=str(tmp_path / "fork"), workers=2))

@@ -10,10 +10,10 @@ import pytest
 
 from adamergex.cli import main
 from adamergex.errors import ConfigError
-from adamergex.evaluation_cli import parse_data_files as _parse_data_files
+from adamergex.cli.evaluate import parse_data_files as _parse_data_files
 from adamergex.io import save_adapter
 from adamergex.registry import TASKS
-from tests.framework.test_evaluation import (  # noqa: F401  (fixtures)
+from tests.evaluation.test_evaluation import (  # noqa: F401  (fixtures)
     ToyChoiceTask, lora_state, one_thread, tok, toy_rows, write_jsonl,
 )
 
@@ -66,7 +66,7 @@ def test_cli_refusals_name_what_exists(saved: Any, capsys: pytest.CaptureFixture
     assert main([*run(saved)[:7], "--languages", "en,xx"]) == 2
     assert "no language 'xx'; available: en, fr, de" in capsys.readouterr().err
     assert main(run(saved, "--split", "test", "--purpose", "tuning")) == 2
-    assert "tuning must not read the test split" in capsys.readouterr().err
+    assert "tuning on split 'test' is refused" in capsys.readouterr().err
     assert main([*run(saved)[:5], "--task", "nope", "--languages", "en"]) == 2
     assert "unknown task 'nope'; available:" in capsys.readouterr().err
 

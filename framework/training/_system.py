@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._encoding import IGNORE_INDEX, OBJECTIVES, Objective
-from ._heads import _backbone, _unwrap, head_modules
+from ..errors import ConfigError
+from ..models import OBJECTIVES, Objective, unwrap
+from ._data import TaskDataModule
+from ._encoding import IGNORE_INDEX
+from ._heads import _backbone, head_modules
 from ._losses import _ce_chunk, _head_cross_entropy, _shift_left, linear_cross_entropy
-from .data import TaskDataModule
-from .errors import ConfigError
 
 __all__ = ["AdapterTrainingModule", "Schedule"]
 
@@ -130,14 +131,14 @@ class AdapterTrainingModule(pl.LightningModule):
         self._prepared = True
         self._fused = self.fused_loss and self.objective in ("causal_lm", "masked_lm") and self._fused_matches()
         if self.compile_model:
-            blocks = _repeated_blocks(_unwrap(self.model))
+            blocks = _repeated_blocks(unwrap(self.model))
             for block in blocks or []:
                 if getattr(block, "_compiled_call_impl", None) is None:  # already compiled by an earlier module
                     block.compile()
             self._chunk_fn = torch.compile(_ce_chunk)
 
     def _lm_parts(self) -> tuple[nn.Module, nn.Module]:
-        base = _unwrap(self.model)
+        base = unwrap(self.model)
         if self.objective == "causal_lm":
             head = base.get_output_embeddings()
         else:
@@ -158,7 +159,7 @@ class AdapterTrainingModule(pl.LightningModule):
             backbone, head = self._lm_parts()
         except ConfigError:
             return False
-        vocab = _unwrap(self.model).config.vocab_size
+        vocab = unwrap(self.model).config.vocab_size
         device = next(self.model.parameters()).device
         ids = (torch.arange(8, device=device)[None, :] * 7919 + 3) % vocab
         extra = {"use_cache": False} if self.objective == "causal_lm" else {}

@@ -1,7 +1,8 @@
 """``adamergex evaluate``: load a model by name or path, resolve the adapter, score, print and write JSON.
 
 Everything is validated before the model is loaded, and nothing is written on error. Models load with
-``trust_remote_code=False`` unless ``--trust-remote-code`` is given, and from safetensors only.
+``trust_remote_code=False`` unless ``--trust-remote-code`` is given, and from safetensors only
+(:func:`adamergex.evaluation.load_model`).
 """
 
 from __future__ import annotations
@@ -10,105 +11,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from .adapter_state import AdapterState
-from .errors import ConfigError, OutputExistsError
-from .evaluation import (
-    MODEL_TYPES,
-    PURPOSES,
-    ModelType,
-    _check_languages,
-    _check_options,
-    _data_files_for,
-    evaluate,
-    resolve_adapter,
-)
-from .scoring import NORMALIZATIONS
-from .strategy import Composition
-from .task import DataFiles, Task, get_task
+from ..errors import ConfigError, OutputExistsError
+from ..task import DataFiles, get_task
 
-__all__ = ["cli_evaluate", "load_model", "parse_data_files"]
+__all__ = ["cli_evaluate", "parse_data_files"]
+
+# Choices shown by --help without importing the evaluation package (torch) for it; a test keeps them in sync.
+MODEL_TYPES = ("auto", "causal_lm", "seq_cls")
+NORMALIZATIONS = ("sum", "token_mean", "byte_mean")
+PURPOSES = ("report", "tuning")
 
 
-def _model_type_for(adapter: AdapterState | Composition | None, model_type: str) -> ModelType:
-    if model_type not in MODEL_TYPES:
-        raise ConfigError(f"model_type must be one of {list(MODEL_TYPES)}, got {model_type!r}")
-    if model_type in ("causal_lm", "seq_cls"):
-        return "causal_lm" if model_type == "causal_lm" else "seq_cls"
-    state = adapter.adapters[adapter.head_from] if isinstance(adapter, Composition) else adapter
-    task_type = str((state.config.get("task_type") if state is not None else None) or "").upper()
-    return "seq_cls" if task_type == "SEQ_CLS" else "causal_lm"
-
-
-def _modules_brought(adapter: AdapterState | Composition | None) -> set[str]:
-    """Module paths (in the base model) whose weights the adapter saves whole, e.g. ``classifier``."""
-    if adapter is None:
-        return set()
-    state = adapter.adapters[adapter.head_from] if isinstance(adapter, Composition) else adapter
-    return {key.removeprefix("base_model.model.").rsplit(".", 1)[0] for key in state.saved_modules}
-
-
-def load_model(
-    name_or_path: str,
-    *,
-    task: Task,
-    adapter: AdapterState | Composition | None = None,
-    model_type: ModelType = "auto",
-    tokenizer: str | None = None,
-    dtype: str = "auto",
-    device: str | None = None,
-    trust_remote_code: bool = False,
-) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` to evaluate ``adapter`` on ``task``, from a local path or Hub id, in eval mode.
-
-    Loads through :func:`adamergex.training.load_for_training` (safetensors only, remote code only with
-    ``trust_remote_code``). ``model_type``: ``causal_lm``, ``seq_cls`` (with the task's ``num_labels``) or
-    ``auto`` (``seq_cls`` when the adapter's PEFT ``task_type`` is ``SEQ_CLS``). ``dtype``: ``auto`` (bfloat16 on a
-    GPU that supports it, else float32), ``float32``, ``bfloat16`` or ``float16``. ``device``: default ``cuda``
-    when available, else ``cpu``.
-
-    Raises:
-        ConfigError: the checkpoint lacks modules (a classifier head, a pooler) that the adapter does not bring,
-            so they would be evaluated at their random initialisation; or a bad option.
-    """
-    import torch
-    from transformers import AutoTokenizer
-
-    from .training import load_for_training
-
-    kind = _model_type_for(adapter, model_type)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype == "auto":
-        cuda = str(device).startswith("cuda") and torch.cuda.is_available()
-        torch_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    elif dtype in dtypes:
-        torch_dtype = dtypes[dtype]
-    else:
-        raise ConfigError(f"dtype must be one of {['auto', *dtypes]}, got {dtype!r}")
-    objective: Literal["sequence_classification", "causal_lm"] = (
-        "sequence_classification" if kind == "seq_cls" else "causal_lm"
-    )
-    loaded, tok, new_modules = load_for_training(
-        name_or_path, task=task, objective=objective, trust_remote_code=trust_remote_code, dtype=torch_dtype
-    )
-    brought = _modules_brought(adapter)
-    random = [m for m in new_modules if not any(m == b or m.startswith(b + ".") for b in brought)]
-    if random:
-        raise ConfigError(
-            f"{name_or_path} has no weights for {random}, so they would be evaluated at random initialisation; "
-            f"use an adapter that saves them (it saves {sorted(brought) or 'none'}) or a checkpoint that has them"
-        )
-    if tokenizer:
-        tok = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=trust_remote_code)
-    model: Any = loaded
-    model.to(device)
-    model.eval()
-    return model, tok
-
-
-# -- CLI ---------------------------------------------------------------------------------------------------------
 def parse_data_files(items: Sequence[str]) -> dict[str, DataFiles] | None:
     """``LANG=PATH`` (any split) or ``LANG:SPLIT=PATH`` items into ``{language: path or {split: path}}``."""
     if not items:
@@ -171,11 +86,13 @@ def _parser() -> argparse.ArgumentParser:
 def cli_evaluate(argv: list[str]) -> int:
     """``adamergex evaluate``: everything is validated before the model is loaded; nothing is written on error."""
     args = _parser().parse_args(argv)
+    from ..evaluation import check_languages, check_options, data_files_for, evaluate, load_model, resolve_adapter
+
     task = get_task(args.task)
-    langs = _check_languages(task, [lang.strip() for lang in args.languages.split(",") if lang.strip()])
-    _check_options(task, args.split, args.purpose, args.allow_test, args.normalization, args.limit, args.seed)
+    langs = check_languages(task, [lang.strip() for lang in args.languages.split(",") if lang.strip()])
+    check_options(task, args.split, args.purpose, args.allow_test, args.normalization, args.limit, args.seed)
     data_files = parse_data_files(args.data_files)
-    _data_files_for(data_files, langs)
+    data_files_for(data_files, langs)
     if args.output and Path(args.output).exists() and not args.overwrite:
         raise OutputExistsError(f"output {args.output} already exists; pass --overwrite to replace it")
     adapter = resolve_adapter(args.adapter) if args.adapter else None
@@ -194,7 +111,7 @@ def cli_evaluate(argv: list[str]) -> int:
         result.record["adapter_path"] = args.adapter
     print(result.table())
     if args.output:
-        from .io import write_json_atomic
+        from ..io import write_json_atomic
 
         write_json_atomic(args.output, result.to_dict())
         print(f"wrote {args.output}", file=sys.stderr)

@@ -319,7 +319,7 @@ def test_unknown_task_language_and_split_list_what_exists(tok: Any, toy: Any) ->
 
 def test_test_split_for_tuning_is_refused_unless_allowed(tok: Any, toy: Any) -> None:
     model = PrefixLM(len(tok))
-    with pytest.raises(ConfigError, match="tuning must not read the test split.*allow_test=True"):
+    with pytest.raises(ConfigError, match="tuning on split .test. is refused.*allow_test=True"):
         evaluate(model, tok, toy.task, ["en"], split="test", purpose="tuning", data_files=toy.files, progress=False)
     result = evaluate(model, tok, toy.task, ["en"], split="test", purpose="tuning", allow_test=True,
                       data_files=toy.files, progress=False)
@@ -404,8 +404,8 @@ def _snapshot(model: Any) -> dict[str, torch.Tensor]:
 
 
 def test_adapter_is_attached_for_the_evaluation_only(tok: Any, llama: Any, toy: Any) -> None:
-    from adamergex.evaluation import attached
-    from adamergex.scoring import choice_scores
+    from adamergex.evaluation import choice_scores
+    from adamergex.loading import attached
 
     state = lora_state(llama, seed=1, head="lm_head")
     before = _snapshot(llama)

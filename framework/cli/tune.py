@@ -1,0 +1,79 @@
+"""``adamergex tune``: tune a strategy's merge parameters with Optuna on a validation split.
+
+Writes ``best.json``, the best merge (``best_adapter/``) and Optuna's optimisation-history plot
+(``history.png``) to ``--output``; the study lives in ``--storage`` (default: ``OUTPUT/study.db``), and a rerun
+resumes it (:func:`adamergex.tuning.tune`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import OutputExistsError
+from ..task import check_tuning_split
+
+__all__ = ["cli_tune"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="adamergex tune", description=cli_tune.__doc__)
+    p.add_argument("--model", required=True, help="base model: local path or Hugging Face id")
+    p.add_argument("--strategy", default="adamergex", help="registered strategy (default: adamergex)")
+    p.add_argument("--task", required=True, help="registered task name the merge is scored on")
+    p.add_argument("--languages", required=True, help="comma-separated target languages")
+    p.add_argument("--task-adapter", required=True, help="task adapter directory (source language)")
+    p.add_argument("--ref-source", help="reference adapter directory, source language")
+    p.add_argument("--ref-target", help="reference adapter directory, target language")
+    p.add_argument("--n-trials", type=int, default=20, help="completed trials in the study (reruns resume)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUTPUT/study.db)")
+    p.add_argument("--study-name", help="default: STRATEGY-ADAPTERTYPE")
+    p.add_argument("--metric", help="metric to maximise (default: the task's first)")
+    p.add_argument("--split", default="validation", help="split scored (default: validation)")
+    p.add_argument("--allow-test", action="store_true", help="allow tuning on the test split")
+    p.add_argument("--limit", type=int, help="seeded subset of N examples per language")
+    p.add_argument("--data-files", nargs="+", default=[], metavar="LANG[:SPLIT]=PATH", help="local data per language")
+    p.add_argument("--seed", type=int, default=0, help="sampler and subsample seed")
+    p.add_argument("--output", required=True, help="directory for best.json, best_adapter/ and history.png")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
+    return p
+
+
+def cli_tune(argv: list[str]) -> int:
+    """``adamergex tune``: tune a strategy on the validation split; writes best.json, the best merge and a plot."""
+    args = _parser().parse_args(argv)
+    check_tuning_split(args.split, args.allow_test)
+    out = Path(args.output)
+    if (out / "best.json").exists():
+        raise OutputExistsError(f"{out / 'best.json'} exists; the study resumes from its storage, pick another --output")
+    from ..evaluation import load_model
+    from ..io import write_json_atomic
+    from ..merging import as_state, merge, save_merge_output
+    from ..registry import STRATEGIES
+    from ..task import get_task
+    from ..tuning import evaluation_objective, plot_history, tune
+    from .evaluate import parse_data_files
+
+    strat = STRATEGIES.get(args.strategy)
+    adapters = strat.select({"task": args.task_adapter, "ref_source": args.ref_source, "ref_target": args.ref_target})
+    states = {r: as_state(v, r) for r, v in adapters.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    languages = [x.strip() for x in args.languages.split(",") if x.strip()]
+    task = get_task(args.task)
+    model, tokenizer = load_model(args.model, task=task, adapter=states["task"], model_type="auto",
+                                  trust_remote_code=args.trust_remote_code)
+    objective = evaluation_objective(
+        model, tokenizer, args.task, languages, metric=args.metric, split=args.split, allow_test=args.allow_test,
+        limit=args.limit, seed=args.seed, data_files=parse_data_files(args.data_files),
+    )
+    record = {"task": args.task, "languages": languages, "split": args.split, "limit": args.limit, "seed": args.seed}
+    result = tune(strat, states, objective, n_trials=args.n_trials, storage=storage, study_name=args.study_name,
+                  seed=args.seed, record=record)
+    best = merge(strat, states, result.best_params)
+    save_merge_output(best, out / "best_adapter", overwrite=True)
+    plot_history(storage, result.study_name, out / "history.png")
+    write_json_atomic(out / "best.json", result.to_dict())
+    print(json.dumps(result.to_dict(), indent=2, default=str))
+    return 0
