@@ -23,7 +23,7 @@ import copy
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ import torch
 
 from .errors import NumericalError
 
-__all__ = ["AdapterState"]
+__all__ = ["AdapterState", "tensors_sha256"]
 
 BYTES_KEY = "adamergex_state"
 """safetensors header key of :meth:`AdapterState.to_bytes` that holds the fields other than tensors."""
@@ -175,15 +175,8 @@ class AdapterState:
 
         Recorded in merge provenance so a merged adapter names exactly which inputs produced it.
         """
-        h = hashlib.sha256()
-        h.update(json.dumps([self.kind, self.base_model, sorted(self.scaling.items())]).encode())
-        for name, t in self.tensors():
-            t = t.detach().to("cpu").contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            if t.numel():
-                data: Any = t.reshape(-1).view(torch.uint8).numpy()
-                h.update(data)  # the buffer is hashed in place, no copy
-        return h.hexdigest()
+        header = json.dumps([self.kind, self.base_model, sorted(self.scaling.items())]).encode()
+        return tensors_sha256(self.tensors(), header=header)
 
     def summary(self) -> dict[str, Any]:
         """Small JSON-able description (for provenance and CLI output)."""
@@ -198,6 +191,14 @@ class AdapterState:
         }
 
 
-def states_by_role(adapters: Mapping[str, AdapterState]) -> str:
-    """``role=kind@language`` list for messages."""
-    return ", ".join(f"{r}={s.kind}@{s.language or '?'}" for r, s in sorted(adapters.items()))
+def tensors_sha256(tensors: Iterable[tuple[str, torch.Tensor]], *, header: bytes = b"") -> str:
+    """SHA-256 (hex) of ``header`` then each ``(name, tensor)`` in the order given: its name, dtype, shape and
+    bytes. The one tensor fingerprint of the framework (adapters, shared heads)."""
+    h = hashlib.sha256(header)
+    for name, t in tensors:
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            data: Any = t.reshape(-1).view(torch.uint8).numpy()
+            h.update(data)  # the buffer is hashed in place, no copy
+    return h.hexdigest()

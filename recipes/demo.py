@@ -24,10 +24,8 @@ import copy
 import dataclasses
 import json
 import subprocess
-import sys
 import time
 import warnings
-from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -19,19 +19,21 @@ Binary forms follow from the n-ary one: ``combine(a, b)`` is ``a ⊕ b``, ``inve
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from ..adapter_state import AdapterState
 from ..errors import ConfigError, IncompatibleAdaptersError
+from ..registry import ADAPTERS
 
 if TYPE_CHECKING:
     import torch
     from peft import PeftConfig
 
-__all__ = ["AdapterType", "Structure", "Term"]
+__all__ = ["AdapterType", "Structure", "Term", "register_adapter_type"]
 
 Structure = Literal["additive", "multiplicative", "stack_only"]
 Term = tuple[AdapterState, float]
+A = TypeVar("A", bound="type[AdapterType]")
 
 
 class AdapterType:
@@ -122,3 +124,10 @@ class AdapterType:
         for s_name, s in items:
             if s.kind != self.name:
                 raise IncompatibleAdaptersError(f"{s_name} is a {s.kind!r} adapter, not {self.name!r}")
+
+
+def register_adapter_type(cls: A) -> A:
+    """Class decorator: register an instance of ``cls`` in ``ADAPTERS`` under ``cls.name``, the one place the
+    type's name is written. The registry refuses duplicates and badly formed names."""
+    ADAPTERS.add(cls.name, cls())
+    return cls

@@ -26,10 +26,9 @@ from typing import Any, Literal
 import torch
 
 from ..adapter_state import AdapterState
-from ..errors import AdapterFormatError, ConfigError, NumericalError
-from ..registry import ADAPTERS
+from ..errors import AdapterFormatError, ConfigError, IncompatibleAdaptersError, NumericalError
 from ._common import collect_terms, with_task_parts
-from .base import AdapterType, Term
+from .base import AdapterType, Term, register_adapter_type
 
 __all__ = ["ZERO_TOLERANCE", "IA3Adapter"]
 
@@ -52,6 +51,7 @@ def _safe_divisor(x: torch.Tensor, module: str, what: str, epsilon: float | None
     return x
 
 
+@register_adapter_type
 class IA3Adapter(AdapterType):
     """The ``ia3`` adapter type (see module docstring)."""
 
@@ -94,13 +94,13 @@ class IA3Adapter(AdapterType):
         ff0 = sorted(items[0][1].config.get("feedforward_modules") or [])
         for name, s in items[1:]:
             if sorted(s.config.get("feedforward_modules") or []) != ff0:
-                raise ConfigError(
+                raise IncompatibleAdaptersError(
                     f"(IA)³ adapters must share feedforward_modules; {items[0][0]} has {ff0}, {name} has "
                     f"{sorted(s.config.get('feedforward_modules') or [])}"
                 )
             for module, g in s.params.items():
                 if g["l"].shape != items[0][1].params[module]["l"].shape:
-                    raise ConfigError(
+                    raise IncompatibleAdaptersError(
                         f"module {module}: (IA)³ vector shape {tuple(g['l'].shape)} in {name} differs from "
                         f"{tuple(items[0][1].params[module]['l'].shape)} in {items[0][0]}"
                     )
@@ -182,5 +182,3 @@ class IA3Adapter(AdapterType):
         provenance = {"space": "arithmetic", "weights": [w for _, w in terms], "effective_terms": len(kept)}
         return with_task_parts(task.replace(params=params), task, provenance)
 
-
-ADAPTERS.add("ia3", IA3Adapter())

@@ -28,10 +28,9 @@ import torch
 
 from ..adapter_state import AdapterState
 from ..errors import AdapterFormatError, ConfigError, IncompatibleAdaptersError
-from ..registry import ADAPTERS
 from ._common import collect_terms, with_task_parts
 from ._lowrank import Method, truncate_factored
-from .base import AdapterType, Term
+from .base import AdapterType, Term, register_adapter_type
 
 __all__ = ["LoraAdapter"]
 
@@ -57,14 +56,15 @@ def _model_key(module: str) -> str:
 
 
 def _pattern_value(pattern: dict[str, Any], module: str, default: Any) -> Any:
+    if not pattern:  # before the import: merging needs no PEFT (3-6 s of imports) unless a pattern is there
+        return default
     from peft.utils.other import get_pattern_key
 
-    if not pattern:
-        return default
     key = get_pattern_key(list(pattern), _model_key(module))
     return pattern.get(key, default)
 
 
+@register_adapter_type
 class LoraAdapter(AdapterType):
     """The ``lora`` adapter type (see module docstring)."""
 
@@ -314,5 +314,3 @@ class LoraAdapter(AdapterType):
         a, b = g[a_name], g[b_name]
         return state.scaling[module] * (b.reshape(b.shape[0], -1).to(dtype) @ a.reshape(a.shape[0], -1).to(dtype))
 
-
-ADAPTERS.add("lora", LoraAdapter())

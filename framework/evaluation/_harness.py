@@ -21,7 +21,6 @@ with ``(answers, references)`` (one string and one tuple of strings per example)
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -29,13 +28,12 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..adapter_state import AdapterState
-from ..errors import ConfigError, OutputExistsError
+from ..errors import ConfigError
 from ..loading import attached
 from ..models import is_masked_lm, is_sequence_classifier
 from ..strategy import Composition

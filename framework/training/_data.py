@@ -46,10 +46,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import ConfigError
-from ..models import OBJECTIVES, Objective
-from ..packing import pack_token_ids
+from ..models import Objective
 from ..task import DataFiles, Example, Task, get_task
-from ._encoding import IGNORE_INDEX, data_fingerprint, encode_examples, mask_tokens
+from ._encoding import IGNORE_INDEX, data_fingerprint, encode_examples
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -8,7 +8,6 @@ change.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..adapter_state import tensors_sha256
 from ..errors import AdapterFormatError, ConfigError
 from ..models import unwrap
 
@@ -62,12 +62,7 @@ def _head_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _sha256(tensors: Mapping[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return tensors_sha256((name, tensors[name]) for name in sorted(tensors))
 
 
 @dataclass

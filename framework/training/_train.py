@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -199,7 +197,7 @@ def train_adapter(
         TrainingStalledError: the loss did not fall (``on_stall`` ``error``, or after the retries).
         NumericalError: the trained adapter holds NaN/Inf.
     """
-    from ..io import atomic_directory, save_adapter
+    from ..io import save_adapter
     from ..loading import base_model_name
 
     _check_positive(batch_size=batch_size, grad_accum=grad_accum, lr=lr, epochs=epochs, max_steps=max_steps,

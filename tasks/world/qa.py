@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["WorldQaTask"]
 
 Item = tuple[tuple[Clause, ...], Clause, str]
-_QUESTIONS = ("who_live", "who_be", "who_like", "which_town")
 
 
 @TASKS.register("world_qa")

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adamergex.errors import ConfigError, NumericalError
+from adamergex.errors import ConfigError, IncompatibleAdaptersError, NumericalError
 from adamergex.registry import ADAPTERS
 from tests._adapters import make_state
 
@@ -94,5 +94,12 @@ def test_unknown_form_is_refused() -> None:
 
 def test_feedforward_modules_must_match() -> None:
     other = G.replace(config={**G.config, "feedforward_modules": ["q_proj"]})
-    with pytest.raises(ConfigError, match="feedforward_modules"):
+    with pytest.raises(IncompatibleAdaptersError, match="must share feedforward_modules; adapter 0 has"):
         IA3.merge([(T, 1.0), (other, 1.0)])
+
+
+def test_vector_shapes_must_match_and_the_module_is_named() -> None:
+    module = next(iter(G.params))
+    params = {**G.params, module: {"l": torch.ones(G.params[module]["l"].numel() + 1)}}
+    with pytest.raises(IncompatibleAdaptersError, match=rf"module {module}: \(IA\)³ vector shape .* differs"):
+        IA3.merge([(T, 1.0), (G.replace(params=params), 1.0)])
