@@ -8,7 +8,8 @@ declares
 * ``config``: a frozen dataclass subclassing :class:`StrategyConfig` whose fields are its hyperparameters. Each
   field is declared with :func:`param`, which records type, default, range and help text. Ranges are checked in
   ``__post_init__`` and :meth:`StrategyConfig.suggest` turns them into an Optuna search space, so the tuner keeps
-  no parameter list of its own;
+  no parameter list of its own. A number declared with ``groups=True`` also takes one value per group of
+  modules (``--param t@0-7=0.4``; grammar in :mod:`adamergex.groups`), held as ``{"*": rest, group: value}``;
 * ``paper``: a link, and ``output``: ``"merge"`` (returns an ``AdapterState``) or ``"stack"`` (returns a
   :class:`Composition` that the loader applies to a model).
 """
@@ -18,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .adapter_state import AdapterState
 from .errors import ConfigError, IncompatibleAdaptersError
+from .groups import REST, check_spec
 from .registry import STRATEGIES
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ def param(
     tune: bool = True,
     tune_low: float | None = None,
     tune_high: float | None = None,
+    groups: bool = False,
 ) -> Any:
     """Declare a strategy hyperparameter as a dataclass field.
 
@@ -67,10 +70,15 @@ def param(
         log: Search the range on a log scale when tuning.
         tune: Whether the tuner searches this parameter.
         tune_low, tune_high: Narrower search range for tuning, when the valid range is unbounded or too wide.
+        groups: A float that may take one value per group of modules (``name@group``; see
+            :mod:`adamergex.groups`). Every group value is validated against the same range, and
+            :meth:`StrategyConfig.suggest` searches one value per group it is given.
     """
+    if groups and not isinstance(default, float):
+        raise ConfigError(f"groups=True needs a float parameter, got default {default!r}")
     meta = {
         "help": help, "low": low, "high": high, "choices": choices, "log": log, "tune": tune,
-        "tune_low": tune_low, "tune_high": tune_high,
+        "tune_low": tune_low, "tune_high": tune_high, "groups": groups,
     }
     return field(default=default, metadata=meta)
 
@@ -93,16 +101,33 @@ class StrategyConfig:
                 if not isinstance(value, bool):
                     raise ConfigError(f"{type(self).__name__}.{f.name} must be true or false, got {value!r}")
                 continue
+            if meta.get("groups") and isinstance(value, Mapping):
+                grouped = {REST: f.default, **value}
+                for group, v in grouped.items():
+                    where = f"{type(self).__name__}.{f.name}" + ("" if group == REST else f"@{group}")
+                    if group != REST:
+                        try:
+                            check_spec(group)
+                        except ConfigError as exc:
+                            raise ConfigError(f"{where}: {exc}") from None
+                    self._check_number(where, v, meta)
+                # normalised: floats, the rest value always present (frozen, hence object.__setattr__)
+                object.__setattr__(self, f.name, {g: float(v) for g, v in grouped.items()})
+                continue
             if isinstance(f.default, (int, float)):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ConfigError(f"{type(self).__name__}.{f.name} must be a number, got {value!r}")
-                if not math.isfinite(value):
-                    raise ConfigError(f"{type(self).__name__}.{f.name} must be finite, got {value!r}")
-                low, high = meta.get("low"), meta.get("high")
-                if (low is not None and value < low) or (high is not None and value > high):
-                    lo = "-inf" if low is None else low
-                    hi = "inf" if high is None else high
-                    raise ConfigError(f"{type(self).__name__}.{f.name} must be in [{lo}, {hi}], got {value!r}")
+                self._check_number(f"{type(self).__name__}.{f.name}", value, meta)
+
+    @staticmethod
+    def _check_number(where: str, value: Any, meta: Mapping[str, Any]) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be finite, got {value!r}")
+        low, high = meta.get("low"), meta.get("high")
+        if (low is not None and value < low) or (high is not None and value > high):
+            lo = "-inf" if low is None else low
+            hi = "inf" if high is None else high
+            raise ConfigError(f"{where} must be in [{lo}, {hi}], got {value!r}")
 
     @classmethod
     def parameters(cls) -> list[dict[str, Any]]:
@@ -119,28 +144,64 @@ class StrategyConfig:
                 "choices": list(meta["choices"]) if meta.get("choices") else None,
                 "help": meta.get("help", ""),
                 "tune": meta.get("tune", True),
+                "groups": meta.get("groups", False),
             })
         return out
 
     @classmethod
     def from_params(cls: type[C], params: Mapping[str, Any], *, strategy: str = "") -> C:
         """Build from ``{name: value}``; values given as strings (CLI ``--param t=0.5``) are parsed by the
-        field's type. Unknown names list the known ones."""
+        field's type. ``name@group`` sets one group of a ``groups=True`` parameter (``name`` alone then sets
+        the modules in no group). Unknown names list the known ones."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
-        for name, value in params.items():
+        grouped: dict[str, dict[str, Any]] = {}
+        for key, value in params.items():
+            name, at, group = key.partition("@")
             if name not in fields:
                 known = ", ".join(sorted(fields)) or "(none)"
                 raise ConfigError(f"strategy {strategy!r} has no parameter {name!r}; available: {known}")
-            kwargs[name] = _parse(value, fields[name].default, f"{strategy}.{name}")
+            field_ = fields[name]
+            if at and not field_.metadata.get("groups"):
+                can = sorted(n for n, f in fields.items() if f.metadata.get("groups")) or ["(none)"]
+                raise ConfigError(f"strategy {strategy!r}: parameter {name!r} takes no groups ({key!r}); "
+                                  f"parameters with groups: {', '.join(can)}")
+            if at:
+                grouped.setdefault(name, {})[group.strip()] = _parse(value, field_.default, f"{strategy}.{key}")
+            elif isinstance(value, Mapping) and field_.metadata.get("groups"):
+                grouped.setdefault(name, {}).update(
+                    {g: _parse(v, field_.default, f"{strategy}.{name}@{g}") for g, v in value.items()})
+            else:
+                kwargs[name] = _parse(value, field_.default, f"{strategy}.{name}")
+        for name, groups in grouped.items():
+            rest = groups.pop(REST, kwargs.get(name, fields[name].default))
+            kwargs[name] = {REST: rest, **groups}
         return cls(**kwargs)
 
     @classmethod
-    def suggest(cls: type[C], trial: optuna.Trial, *, prefix: str = "") -> C:
+    def suggest(
+        cls: type[C], trial: optuna.Trial, *, prefix: str = "", groups: Mapping[str, Sequence[str]] | None = None
+    ) -> C:
         """Sample a config from ``trial`` over the declared ranges (parameters with ``tune=False`` keep their
-        default). ``prefix`` namespaces the Optuna parameter names (e.g. per adapter type)."""
+        default). ``prefix`` namespaces the Optuna parameter names (e.g. per adapter type).
+
+        ``groups`` maps a ``groups=True`` parameter to group specs (``{"t": ["0-7", "8-15"]}``): one value is
+        searched per group, under the Optuna name ``{prefix}{name}@{group}``, and modules in no group keep the
+        default. The tuner passes it through unchanged (``tune(..., groups=...)``).
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name in groups or {}:
+            if name not in fields or not fields[name].metadata.get("groups"):
+                can = sorted(n for n, f in fields.items() if f.metadata.get("groups")) or ["(none)"]
+                raise ConfigError(f"{cls.__name__} cannot search {name!r} per group; parameters with groups: "
+                                  f"{', '.join(can)}")
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
+            if groups and f.name in groups:
+                kwargs[f.name] = {REST: f.default}
+                for group in groups[f.name]:
+                    kwargs[f.name][group] = cls._suggest_number(trial, f, f"{prefix}{f.name}@{group}")
+                continue
             meta = f.metadata
             if not meta.get("tune", True):
                 continue
@@ -150,17 +211,21 @@ class StrategyConfig:
             elif isinstance(f.default, bool):
                 kwargs[f.name] = trial.suggest_categorical(name, [False, True])
             elif isinstance(f.default, (int, float)):
-                low = meta.get("tune_low", meta.get("low"))
-                high = meta.get("tune_high", meta.get("high"))
-                low = meta.get("low") if low is None else low
-                high = meta.get("high") if high is None else high
-                if low is None or high is None:
-                    raise ConfigError(f"{cls.__name__}.{f.name} needs a bounded range (or tune_low/tune_high) to tune")
-                if isinstance(f.default, int):
-                    kwargs[f.name] = trial.suggest_int(name, int(low), int(high), log=meta.get("log", False))
-                else:
-                    kwargs[f.name] = trial.suggest_float(name, float(low), float(high), log=meta.get("log", False))
+                kwargs[f.name] = cls._suggest_number(trial, f, name)
         return cls(**kwargs)
+
+    @classmethod
+    def _suggest_number(cls, trial: optuna.Trial, f: dataclasses.Field[Any], name: str) -> int | float:
+        meta = f.metadata
+        low = meta.get("tune_low", meta.get("low"))
+        high = meta.get("tune_high", meta.get("high"))
+        low = meta.get("low") if low is None else low
+        high = meta.get("high") if high is None else high
+        if low is None or high is None:
+            raise ConfigError(f"{cls.__name__}.{f.name} needs a bounded range (or tune_low/tune_high) to tune")
+        if isinstance(f.default, int):
+            return trial.suggest_int(name, int(low), int(high), log=meta.get("log", False))
+        return trial.suggest_float(name, float(low), float(high), log=meta.get("log", False))
 
     def to_dict(self) -> dict[str, Any]:
         """The parameter values (JSON-able)."""

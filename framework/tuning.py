@@ -72,6 +72,7 @@ def tune(
     seed: int = 0,
     enqueue_default: bool = True,
     record: Mapping[str, Any] | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> TuneResult:
     """Search ``strategy``'s parameters to optimise ``objective(merged, trial)`` over ``n_trials`` in total.
 
@@ -86,6 +87,8 @@ def tune(
         direction: ``maximize`` (scores) or ``minimize`` (losses).
         enqueue_default: Evaluate the strategy's default parameters first (once per study).
         record: Extra facts stored on the study and in the result (task, language, split...).
+        groups: Group layout of ``groups=True`` parameters (``{"t": ["0-7", "8-15"]}``), passed unchanged to
+            :meth:`StrategyConfig.suggest`, which then searches one value per group.
 
     Raises:
         ConfigError: a strategy without tunable parameters, or ``n_trials`` < 1.
@@ -115,10 +118,14 @@ def tune(
         study.set_user_attr(key, value)
     if enqueue_default and not study.trials:
         defaults = {p["name"]: p["default"] for p in strat.config.parameters() if p["tune"]}
+        for pname, specs in (groups or {}).items():
+            defaults.pop(pname, None)
+            default = next((p["default"] for p in strat.config.parameters() if p["name"] == pname), None)
+            defaults.update({f"{pname}@{g}": default for g in specs})
         study.enqueue_trial(defaults)
 
     def run_trial(trial: optuna.Trial) -> float:
-        cfg: StrategyConfig = strat.config.suggest(trial)
+        cfg: StrategyConfig = strat.config.suggest(trial, groups=groups)
         value = float(objective(merge(strat, states, cfg).output, trial))
         if not math.isfinite(value):
             raise optuna.TrialPruned(f"objective returned {value}")

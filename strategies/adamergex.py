@@ -10,6 +10,7 @@ LoRA (additive): ``ΔW = ΔW_task + t·(ΔW_ref_target − ΔW_ref_source)``, me
 (stored as a concatenated LoRA of rank ``r_task + r_target + r_source``), or, with ``lora_space="factors"``, on
 ``A`` and ``B`` separately as the published code does. (IA)³ (multiplicative): ``l_task ⊙ (t·(ρ − 1) + 1)`` with
 ``ρ = l_ref_target ⊘ l_ref_source`` (``ia3_form="published"``), or ``l_task ⊙ ρ^t`` (``ia3_form="log"``).
+``t`` may differ per layer group (``--param t@0-7=0.4``; :mod:`adamergex.groups`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adamergex.adapter_state import AdapterState
+from adamergex.groups import merge_by_group
 from adamergex.registry import ADAPTERS
 from adamergex.strategy import StrategyConfig, param, register_strategy
 
@@ -29,7 +31,8 @@ __all__ = ["AdaMergeXConfig", "adamergex"]
 class AdaMergeXConfig(StrategyConfig):
     """Hyperparameters of :func:`adamergex`."""
 
-    t: float = param(1.0, low=0.0, tune_high=2.0, help="scale t of the language divergence (t=0: task adapter alone)")
+    t: float = param(1.0, low=0.0, tune_high=2.0, groups=True,
+                     help="scale t of the language divergence (t=0: task adapter alone); per group with t@GROUP")
     ia3_form: str = param(
         "published", choices=("published", "log"),
         help="(IA)³ scaling: 'published' l_task⊙(t(ρ−1)+1) or 'log' l_task⊙ρ^t", tune=False,
@@ -60,4 +63,5 @@ def adamergex(adapters: Mapping[str, AdapterState], cfg: AdaMergeXConfig) -> Ada
         options["space"] = cfg.lora_space
     elif typ.structure == "multiplicative":
         options["form"] = cfg.ia3_form
-    return typ.transfer(adapters["task"], adapters["ref_source"], adapters["ref_target"], cfg.t, **options)
+    return merge_by_group(adapters, {"t": cfg.t}, lambda a, v: typ.transfer(
+        a["task"], a["ref_source"], a["ref_target"], v["t"], **options))

@@ -14,6 +14,11 @@ structure          ``merge([(a₁, w₁), ...])``                   ``transfer(t
 
 Binary forms follow from the n-ary one: ``combine(a, b)`` is ``a ⊕ b``, ``invert(a)`` is ``⊖a`` and
 ``scale(a, t)`` is ``t·a``, each in the type's own algebra.
+
+**Merge space.** A merging type also maps a state to a point of a vector space in which its merge is linear
+(:meth:`AdapterType.to_space`, float64, per module and component) and back (:meth:`AdapterType.from_space`):
+LoRA ``{"delta": ΔW (out, in)}``, (IA)³ ``{"log": log l}``. Strategies that work entry by entry (TIES trimming and
+sign election, DARE dropping) run there, so they are type-aware without knowing the type.
 """
 
 from __future__ import annotations
@@ -93,6 +98,45 @@ class AdapterType:
     def scale(self, a: AdapterState, t: float, **options: Any) -> AdapterState:
         """``t·a``."""
         return self.merge([(a, t)], **options)
+
+    # -- merge space ---------------------------------------------------------------------------------------------
+    def to_space(self, state: AdapterState) -> dict[str, dict[str, torch.Tensor]]:
+        """The adapter as a point of this type's merge space, per module and component, in float64, such that
+        the type's merge is linear there: additive types ``{"delta": ΔW (out, in)}``; (IA)³ ``{"log": log l}``;
+        DoRA ``{"delta": ΔV, "log_magnitude": log m}``.
+
+        Raises:
+            ConfigError: the type has no merge space (stack-only types).
+        """
+        raise ConfigError(
+            f"adapter type {self.name!r} has no merge space (to_space/from_space): entry-wise strategies such as "
+            "ties and dare cannot merge it; use a stacking strategy such as 'madx_stack'"
+        )
+
+    def from_space(self, space: Mapping[str, Mapping[str, torch.Tensor]], like: AdapterState) -> AdapterState:
+        """A state whose :meth:`to_space` equals ``space`` (exactly, up to float rounding), carrying ``like``'s
+        base model, config and saved modules (the task adapter's), in ``like``'s dtype.
+
+        Raises:
+            ConfigError: the type has no merge space, or ``space`` does not have ``like``'s modules/components.
+        """
+        raise ConfigError(
+            f"adapter type {self.name!r} has no merge space (to_space/from_space): entry-wise strategies such as "
+            "ties and dare cannot merge it; use a stacking strategy such as 'madx_stack'"
+        )
+
+    def check_space(self, space: Mapping[str, Mapping[str, torch.Tensor]], like: AdapterState,
+                    components: tuple[str, ...]) -> None:
+        """Raise :class:`ConfigError` unless ``space`` has exactly ``like``'s modules, each with ``components``."""
+        if set(space) != set(like.params):
+            missing = sorted(set(like.params) - set(space))[:3]
+            extra = sorted(set(space) - set(like.params))[:3]
+            raise ConfigError(f"a {self.name} merge-space point must have the modules of `like`; "
+                              f"missing {missing}, unexpected {extra}")
+        for module, group in space.items():
+            if tuple(sorted(group)) != tuple(sorted(components)):
+                raise ConfigError(f"module {module}: a {self.name} merge-space point has components "
+                                  f"{sorted(components)}, got {sorted(group)}")
 
     # -- shared checks ------------------------------------------------------------------------------------------
     def check_compatible(self, states: Mapping[str, AdapterState]) -> None:

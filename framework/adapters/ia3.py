@@ -105,6 +105,37 @@ class IA3Adapter(AdapterType):
                         f"{tuple(items[0][1].params[module]['l'].shape)} in {items[0][0]}"
                     )
 
+    # -- merge space ------------------------------------------------------------------------------------------
+    def to_space(self, state: AdapterState) -> dict[str, dict[str, torch.Tensor]]:
+        """``{"log": log l}`` per module, float64 (the multiplicative group made additive).
+
+        Raises:
+            NumericalError: an entry ``l ≤ ZERO_TOLERANCE`` (its logarithm is undefined or unbounded).
+        """
+        out = {}
+        for module, g in state.params.items():
+            x = g["l"].to(torch.float64)
+            bad = x < ZERO_TOLERANCE
+            if bool(bad.any()):
+                raise NumericalError(
+                    f"module {module}: (IA)³ log space needs entries l >= {ZERO_TOLERANCE}, got {int(bad.sum())} "
+                    f"entr(y/ies) below (min l = {float(x.min()):.3g}); use a strategy on raw vectors instead"
+                )
+            out[module] = {"log": x.log()}
+        return out
+
+    def from_space(self, space: Any, like: AdapterState) -> AdapterState:
+        """``l = exp(log l)`` per module, in ``like``'s dtype."""
+        self.check_space(space, like, ("log",))
+        params = {}
+        for module, g in like.params.items():
+            log = space[module]["log"]
+            if log.shape != g["l"].shape:
+                raise ConfigError(f"module {module}: log l must have shape {tuple(g['l'].shape)}, "
+                                  f"got {tuple(log.shape)}")
+            params[module] = {"l": log.to(torch.float64).exp().to(g["l"].dtype)}
+        return like.replace(params=params)
+
     # -- algebra ------------------------------------------------------------------------------------------------
     def merge(self, terms: Sequence[Term], *, epsilon: float | None = None, **options: Any) -> AdapterState:
         """``l = Π lᵢ^wᵢ`` element-wise (computed in float64; like terms collected first)."""

@@ -307,6 +307,35 @@ class LoraAdapter(AdapterType):
         out.metadata["compression"] = {k: v for k, v in report.items() if k != "per_module"}
         return out, report
 
+    # -- merge space ------------------------------------------------------------------------------------------
+    def to_space(self, state: AdapterState) -> dict[str, dict[str, torch.Tensor]]:
+        """``{"delta": s·B·A}`` per module, float64, ``(out, in)`` (convolution inputs flattened to ``in·k·k``)."""
+        return {m: {"delta": self.delta(state, m)} for m in state.params}
+
+    def from_space(self, space: Any, like: AdapterState) -> AdapterState:
+        """The exact LoRA of each dense ``ΔW`` ``(out, in)``: ``B = I_out, A = ΔW`` when ``out ≤ in``, else
+        ``B = ΔW, A = I_in``; rank ``min(out, in)``, scaling 1, in ``like``'s dtype and factor layout (embedding
+        and convolution modules keep theirs). ``compress`` (``merge(..., rank=k)``) truncates it optimally."""
+        self.check_space(space, like, ("delta",))
+        dtype = like.dtype
+        params: dict[str, dict[str, torch.Tensor]] = {}
+        for module, g in like.params.items():
+            a_name, b_name = _factor_names(g)
+            a, b = g[a_name], g[b_name]
+            delta = space[module]["delta"]
+            out, inner = b.shape[0], a[0].numel()
+            if tuple(delta.shape) != (out, inner):
+                raise ConfigError(f"module {module}: ΔW must have shape {(out, inner)}, got {tuple(delta.shape)}")
+            eye = torch.eye(min(out, inner), dtype=dtype, device=delta.device)
+            if out <= inner:
+                new_b, new_a = eye, delta.to(dtype)
+            else:
+                new_b, new_a = delta.to(dtype), eye
+            k = new_b.shape[1]
+            params[module] = {a_name: new_a.reshape(k, *a.shape[1:]).contiguous(),
+                              b_name: new_b.reshape(out, k, *b.shape[2:]).contiguous()}
+        return like.replace(params=params, scaling={m: 1.0 for m in params})
+
     def delta(self, state: AdapterState, module: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The dense update ``s·B·A`` of one module as an ``(out, in)`` matrix (for tests and inspection)."""
         g = state.params[module]

@@ -55,5 +55,6 @@ def cli_strategies(argv: list[str]) -> int:
             print(f"    paper: {row['paper']}")
         for p in row["parameters"]:
             rng = p["choices"] if p["choices"] else f"[{p['low']}, {p['high']}]"
-            print(f"    --param {p['name']}={p['default']!r}  {rng}  {p['help']}")
+            per_group = f"  (per group: --param {p['name']}@GROUP=...)" if p.get("groups") else ""
+            print(f"    --param {p['name']}={p['default']!r}  {rng}  {p['help']}{per_group}")
     return 0

@@ -28,7 +28,8 @@ def test_unknown_name_lists_known_ones() -> None:
     with pytest.raises(UnknownNameError) as info:
         STRATEGIES.get("tie")
     assert str(info.value) == (
-        "unknown strategy 'tie'; available: adamergex, madx_stack, source_only, structure_adaptive, task_arithmetic"
+        "unknown strategy 'tie'; available: adamergex, dare, dare_ties, madx_stack, source_only, structure_adaptive, "
+        "task_arithmetic, ties"
     )
     assert isinstance(info.value, KeyError)
 
