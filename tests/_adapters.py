@@ -30,25 +30,34 @@ def make_state(
     base: str = BASE,
     rslora: bool = False,
     targets: list[str] | None = None,
+    **options: Any,
 ) -> AdapterState:
-    """A trained-looking adapter: LoRA with random A and B, or (IA)³ vectors around 1 (all positive)."""
-    from peft import IA3Config, LoraConfig, get_peft_model
+    """A trained-looking adapter: LoRA/DoRA/LoHa/LoKr with random factors, DoRA magnitudes positive (their
+    initial row norms times a factor in [0.7, 1.3]), or (IA)³ vectors around 1 (all positive). ``options`` are
+    extra PEFT config options (e.g. LoKr ``decompose_both``)."""
+    from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig, get_peft_model
 
     model = base_model(base)
     targets = targets or TARGETS
     save = ["lm_head"] if head else None
-    if kind == "lora":
+    if kind in ("lora", "dora"):
         cfg: Any = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, modules_to_save=save,
-                              use_rslora=rslora, init_lora_weights=False)
+                              use_rslora=rslora, init_lora_weights=False, use_dora=kind == "dora", **options)
     elif kind == "ia3":
-        cfg = IA3Config(target_modules=targets, feedforward_modules=["down_proj"], modules_to_save=save)
+        cfg = IA3Config(target_modules=targets, feedforward_modules=["down_proj"], modules_to_save=save, **options)
+    elif kind in ("loha", "lokr"):
+        config_class = LoHaConfig if kind == "loha" else LoKrConfig
+        cfg = config_class(r=rank, alpha=2 * rank, target_modules=targets, modules_to_save=save, init_weights=False,
+                           **options)
     else:
         raise ValueError(kind)
     peft_model = get_peft_model(model, cfg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
-            if "lora_" in name:
+            if "lora_magnitude_vector" in name:
+                p.mul_(0.7 + 0.6 * torch.rand(p.shape, generator=g))
+            elif "lora_" in name or "hada_" in name or "lokr_" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
             elif "ia3_l" in name:
                 p.copy_(1.0 + 0.3 * torch.rand(p.shape, generator=g) - 0.15)
