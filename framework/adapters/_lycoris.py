@@ -23,7 +23,7 @@ from ..registry import ADAPTERS
 from ._common import collect_terms, identity_factors, space_delta, with_task_parts
 from ._lowrank import Method
 from .base import AdapterType, Term
-from .lora import _pattern_value
+from .lora import LoraAdapter, _pattern_value
 
 __all__ = ["LycorisAdapter"]
 
@@ -185,5 +185,5 @@ class LycorisAdapter(AdapterType):
     ) -> tuple[AdapterState, dict[str, Any]]:
         """LoRA's optimal rank-``rank`` compression of the exact LoRA form (:meth:`to_lora`); the result is a
         LoRA. Accepts a LoRA state too (a merge output)."""
-        lora = ADAPTERS.get("lora")
+        lora: LoraAdapter = ADAPTERS.get("lora")
         return lora.compress(self.to_lora(state) if state.kind == self.name else state, rank, method=method)
