@@ -38,6 +38,7 @@ __all__ = [
     "adapter_type_for",
     "atomic_directory",
     "load_adapter",
+    "peft_config_dict",
     "read_json",
     "save_adapter",
     "state_from_peft_model",
@@ -49,13 +50,17 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 META_NAME = "adamergex.json"
 
 
-def adapter_type_for(peft_type: str, *, source: str) -> AdapterType:
-    """The registered adapter type whose ``peft_type`` is ``peft_type`` (e.g. ``LORA`` → ``lora``)."""
-    for _, typ in ADAPTERS.items():
-        if typ.peft_type == str(peft_type).upper():
-            return typ  # type: ignore[no-any-return]
+def adapter_type_for(config: Mapping[str, Any], *, source: str) -> AdapterType:
+    """The one registered adapter type that claims the PEFT config ``config`` (:meth:`AdapterType.claims`:
+    ``LORA`` → ``lora``, or ``dora`` with ``use_dora: true``; ``IA3`` → ``ia3``...)."""
+    claiming = [typ for _, typ in ADAPTERS.items() if typ.claims(config)]
+    if len(claiming) == 1:
+        return claiming[0]  # type: ignore[no-any-return]
+    if claiming:
+        names = ", ".join(t.name for t in claiming)
+        raise AdapterFormatError(f"{source}: exactly one adapter type must claim the config, got {names}")
     known = ", ".join(f"{t.peft_type} ({n})" for n, t in ADAPTERS.items())
-    raise UnknownNameError(f"{source}: unsupported PEFT adapter type {peft_type!r}; supported: {known}")
+    raise UnknownNameError(f"{source}: unsupported PEFT adapter type {config.get('peft_type')!r}; supported: {known}")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -102,13 +107,26 @@ def load_adapter(source: str | os.PathLike[str] | PeftModel, *, adapter_name: st
         raise AdapterFormatError(f"{weights_path} is not a valid safetensors file: {exc}") from None
     if "peft_type" not in config:
         raise AdapterFormatError(f"{path / CONFIG_NAME} has no 'peft_type'; is this a PEFT adapter directory?")
-    typ = adapter_type_for(config["peft_type"], source=str(path))
+    typ = adapter_type_for(config, source=str(path))
     state = typ.from_peft(config, weights, source=str(path))
     meta_path = path / META_NAME
     if meta_path.exists():
         state.metadata.update(read_json(meta_path))
     state.metadata.setdefault("source", str(path))
     return state
+
+
+def peft_config_dict(cfg: Any) -> dict[str, Any]:
+    """A PEFT config object as the JSON-able dict ``adapter_config.json`` holds (enums as their values, sets as
+    sorted lists)."""
+    config: dict[str, Any] = cfg.to_dict()
+    config["peft_type"] = str(getattr(cfg.peft_type, "value", cfg.peft_type))
+    if config.get("task_type") is not None:
+        config["task_type"] = str(getattr(cfg.task_type, "value", cfg.task_type))
+    for key, value in list(config.items()):
+        if isinstance(value, set):
+            config[key] = sorted(value)
+    return config
 
 
 def state_from_peft_model(
@@ -130,18 +148,11 @@ def state_from_peft_model(
         raise UnknownNameError(
             f"the PeftModel has no adapter {adapter_name!r}; available: {', '.join(sorted(model.peft_config))}"
         )
-    cfg = model.peft_config[adapter_name]
-    config = cfg.to_dict()
-    config["peft_type"] = str(getattr(cfg.peft_type, "value", cfg.peft_type))
-    if config.get("task_type") is not None:
-        config["task_type"] = str(getattr(cfg.task_type, "value", cfg.task_type))
-    for key, value in list(config.items()):
-        if isinstance(value, set):
-            config[key] = sorted(value)
+    config = peft_config_dict(model.peft_config[adapter_name])
     if state_dict is None:
         state_dict = get_peft_model_state_dict(model, adapter_name=adapter_name)
     weights = {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
-    typ = adapter_type_for(config["peft_type"], source=f"PeftModel adapter {adapter_name!r}")
+    typ = adapter_type_for(config, source=f"PeftModel adapter {adapter_name!r}")
     state = typ.from_peft(config, weights, source=f"PeftModel adapter {adapter_name!r}")
     if not state.base_model:  # PEFT reads name_or_path from the instance dict, which transformers 5 leaves empty
         from .loading import base_model_name

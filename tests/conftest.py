@@ -25,7 +25,7 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
-@pytest.fixture(params=["lora", "ia3"])
+@pytest.fixture(params=["lora", "ia3", "dora", "loha", "lokr"])
 def adapter_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -1,6 +1,6 @@
 """Adapter types, one module each, registered in ``ADAPTERS`` on import (see ``base.AdapterType``)."""
 
-from . import ia3, lora  # noqa: F401
+from . import dora, ia3, loha, lokr, lora  # noqa: F401
 from .base import AdapterType
 
 __all__ = ["AdapterType"]

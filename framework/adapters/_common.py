@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from ..adapter_state import AdapterState
-from ..errors import ConfigError
+from ..errors import ConfigError, IncompatibleAdaptersError
 
-__all__ = ["collect_terms", "same_params", "with_task_parts"]
+__all__ = ["collect_terms", "identity_factors", "same_params", "space_delta", "with_task_parts"]
 
 
 def same_params(a: AdapterState, b: AdapterState) -> bool:
@@ -63,3 +63,25 @@ def with_task_parts(result: AdapterState, task: AdapterState, provenance: Mappin
     return result.replace(
         base_model=task.base_model, saved_modules=dict(task.saved_modules), config=config, metadata=metadata
     )
+
+
+def identity_factors(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact LoRA factors ``(B (out, k), A (k, in))`` of a dense ``(out, in)`` update with ``B·A = ΔW`` bit for
+    bit and ``k = min(out, in)``: ``B = I, A = ΔW`` when ``out ≤ in``, else ``B = ΔW, A = I``."""
+    out, in_ = delta.shape
+    if out <= in_:
+        return torch.eye(out, dtype=delta.dtype, device=delta.device), delta.clone()
+    return delta.clone(), torch.eye(in_, dtype=delta.dtype, device=delta.device)
+
+
+def space_delta(space: Mapping[str, Mapping[str, torch.Tensor]], module: str, component: str,
+                shape: tuple[int, ...], where: str) -> torch.Tensor:
+    """``space[module][component]`` in float64, checked to have ``shape`` (``where`` names the adapter type)."""
+    got = (space.get(module) or {}).get(component)
+    if got is None:
+        raise IncompatibleAdaptersError(f"{where}: module {module} needs a {component!r} component in the merge "
+                                        f"space, got {sorted(space.get(module) or {})}")
+    if tuple(got.shape) != tuple(shape):
+        raise IncompatibleAdaptersError(
+            f"{where}: module {module} {component!r} must have shape {tuple(shape)}, got {tuple(got.shape)}")
+    return got.to(torch.float64)

@@ -68,6 +68,11 @@ class AdapterType:
         """A PEFT config object for training a new adapter of this type (options are PEFT's own)."""
         raise NotImplementedError
 
+    def claims(self, config: Mapping[str, Any]) -> bool:
+        """Whether this type reads the PEFT config ``config`` (an ``adapter_config.json`` dict). Default: its
+        ``peft_type`` is :attr:`peft_type`; types sharing a ``peft_type`` (``lora``/``dora``) narrow it."""
+        return str(config.get("peft_type", "")).upper() == self.peft_type
+
     # -- algebra ------------------------------------------------------------------------------------------------
     def merge(self, terms: Sequence[Term], **options: Any) -> AdapterState:
         """The weighted combination ``⊕ᵢ wᵢ·aᵢ`` in this type's algebra. The first term's non-merged parts

@@ -12,8 +12,8 @@ reports the truncation error, which is the optimal one (Eckart–Young).
 ``space="factors"`` instead merges ``A`` and ``B`` separately (``A = Σ wᵢAᵢ``, ``B = Σ wᵢBᵢ``), as the published
 AdaMergeX code and PEFT's ``linear`` combination do. That is **not** ΔW arithmetic (the product has cross terms
 ``wᵢwⱼBᵢAⱼ``); it is kept, explicitly named, for ablations. Embedding (``lora_embedding_A/B``) and convolution
-LoRA modules follow the same algebra with their factors flattened to matrices. DoRA and LoRA biases are refused:
-they are not additive in this sense.
+LoRA modules follow the same algebra with their factors flattened to matrices. LoRA biases are refused: they
+are not additive in this sense; DoRA (``use_dora``) is the ``dora`` type (:mod:`.dora`).
 """
 
 from __future__ import annotations
@@ -73,11 +73,15 @@ class LoraAdapter(AdapterType):
     structure = "additive"
 
     # -- PEFT format -----------------------------------------------------------------------------------------
+    def claims(self, config: Any) -> bool:
+        """``LORA`` configs without ``use_dora`` (those are the ``dora`` type's)."""
+        return super().claims(config) and not config.get("use_dora")
+
     def from_peft(self, config: dict[str, Any], weights: Any, *, source: str) -> AdapterState:
         if config.get("use_dora"):
             raise AdapterFormatError(
                 f"{source}: use_dora must be false for the 'lora' adapter type (DoRA rescales by a learned "
-                "magnitude, which is not additive); got use_dora=true"
+                "magnitude, which is not additive); got use_dora=true. Read it as the 'dora' adapter type"
             )
         params: dict[str, dict[str, torch.Tensor]] = {}
         saved: dict[str, torch.Tensor] = {}
@@ -88,7 +92,10 @@ class LoraAdapter(AdapterType):
                     break
             else:
                 if "lora_magnitude_vector" in key:
-                    raise AdapterFormatError(f"{source}: DoRA magnitude {key} found; DoRA adapters are not supported")
+                    raise AdapterFormatError(
+                        f"{source}: a 'lora' adapter must hold no DoRA magnitude, got {key} (use_dora is false in "
+                        "its config); a DoRA adapter needs use_dora=true and is read as the 'dora' type"
+                    )
                 saved[key] = tensor
         if not params:
             raise AdapterFormatError(f"{source}: no LoRA factors (keys ending in .lora_A.weight/.lora_B.weight) found")

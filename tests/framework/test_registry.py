@@ -56,6 +56,6 @@ def test_entry_point_plugins_register(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_adapter_types_are_registered_by_lowercase_name() -> None:
-    assert ADAPTERS.names() == ["ia3", "lora"]
+    assert ADAPTERS.names() == ["dora", "ia3", "loha", "lokr", "lora"]
     assert ADAPTERS.get("lora").structure == "additive"
     assert ADAPTERS.get("ia3").structure == "multiplicative"

@@ -44,12 +44,24 @@ def test_adamergex_ia3_published_and_log_forms(trio: dict) -> None:
 
 def test_structure_adaptive_task_plus_target_ablation(trio: dict) -> None:
     out = STRATEGIES.get("structure_adaptive")({"task": trio["task"], "ref_target": trio["ref_target"]})
+    kind = trio["task"].kind
     for m in trio["task"].modules:
-        if trio["task"].kind == "lora":
+        if kind == "lora":
             expected = dense(trio["task"], m) + dense(trio["ref_target"], m)
             assert torch.allclose(dense(out, m), expected, atol=1e-5)
-        else:
+        elif kind == "ia3":
             assert torch.allclose(vec(out, m), vec(trio["task"], m) * vec(trio["ref_target"], m), rtol=1e-6)
+        else:  # dora, loha, lokr: updates add (dense forms in tests/adapters), a DoRA magnitude multiplies
+            typ = ADAPTERS.get(kind)
+            task, target = typ.to_space(trio["task"])[m], typ.to_space(trio["ref_target"])[m]
+            assert torch.allclose(dense(out, m), task["delta"] + target["delta"], atol=1e-5)
+            if kind == "dora":
+                expected = (task["log_magnitude"] + target["log_magnitude"]).exp()
+                assert torch.allclose(out.params[m]["magnitude"].double(), expected, rtol=1e-6)
+
+
+SIGNED = {"lora": {"lora_B"}, "dora": {"lora_B", "magnitude"}, "loha": {"hada_w1_a"}, "lokr": {"lokr_w1", "lokr_w1_a"}}
+"""Tensors whose raw-parameter combination takes the signed weight (a DoRA magnitude is summed as is)."""
 
 
 def test_task_arithmetic_formula_and_normalisation(trio: dict) -> None:
@@ -59,11 +71,10 @@ def test_task_arithmetic_formula_and_normalisation(trio: dict) -> None:
     z = 1 + 2 * T
     w = {"task": 1 / z, "ref_target": T / z, "ref_source": -T / z}
     for m in trio["task"].modules:
-        if kind == "lora":
-            a = sum(abs(w[r]) * same_rank[r].params[m]["lora_A"].double() for r in w)
-            b = sum(w[r] * same_rank[r].params[m]["lora_B"].double() for r in w)
-            assert torch.allclose(out.params[m]["lora_A"].double(), a, atol=1e-6)
-            assert torch.allclose(out.params[m]["lora_B"].double(), b, atol=1e-6)
+        if kind in SIGNED:  # raw factors: Σ wᵢ·x for the factor that carries the sign, Σ |wᵢ|·x for the others
+            for n in trio["task"].params[m]:
+                expected = sum((w[r] if n in SIGNED[kind] else abs(w[r])) * same_rank[r].params[m][n].double() for r in w)
+                assert torch.allclose(out.params[m][n].double(), expected, atol=1e-6), n
         else:
             expected = 1 + sum(w[r] * (vec(same_rank[r], m) - 1) for r in w)
             assert torch.allclose(vec(out, m), expected, rtol=1e-6)
