@@ -38,6 +38,12 @@ def summarise(
     return out
 
 
+def _rows(record: Mapping[str, Any]) -> list[str]:
+    """Every strategy of the run, then the upper bound: also rows a strategy refused for some adapter type."""
+    summary = record["summary"]
+    return [*record["strategies"], next(iter(summary.values()))["upper"]]
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -46,7 +52,7 @@ def markdown(record: Mapping[str, Any]) -> str:
     """The results table (strategy × adapter type, mean ± sample std over seeds, share of the gap closed)."""
     summary = record["summary"]
     kinds = list(summary)
-    rows = list(next(iter(summary.values()))["rows"])
+    rows = _rows(record)
     lines = [
         f"# adamergex demo: {record['task']} {record['source_language']} → {record['target_language']}",
         "",
@@ -60,7 +66,10 @@ def markdown(record: Mapping[str, Any]) -> str:
     for row in rows:
         cells = []
         for k in kinds:
-            s = summary[k]["rows"][row]
+            s = summary[k]["rows"].get(row)
+            if s is None:  # the strategy refused this type's adapters (see not_applicable in results.json)
+                cells += ["n/a", ""]
+                continue
             closed = "" if s["gap_closed"] is None else f"{100 * s['gap_closed']:.0f}%"
             cells += [f"{_pct(s['mean'])} ± {_pct(s['std'])}", closed]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
@@ -69,6 +78,9 @@ def markdown(record: Mapping[str, Any]) -> str:
         gap = summary[k]["gap"]
         if gap is not None:
             lines.append(f"- {k}: gap between source_only and upper_bound {_pct(gap)} points")
+    reasons = {row: msg for per_seed in record.get("not_applicable", {}).values() for row, msg in per_seed.items()}
+    for row, msg in sorted(reasons.items()):
+        lines.append(f"- n/a {row}: {msg}")
     lines += [
         "",
         f"Base model `{record['base_model']['config_hash']}` ({'built now' if record['base_model']['built_now'] else 'cached'}); "
@@ -85,12 +97,13 @@ def _plot(record: Mapping[str, Any], path: Path) -> None:
 
     summary = record["summary"]
     kinds = list(summary)
-    rows = list(next(iter(summary.values()))["rows"])
+    rows = _rows(record)
     width = 0.8 / len(kinds)
     fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 4))
     for i, k in enumerate(kinds):
-        means = [100 * summary[k]["rows"][r]["mean"] for r in rows]
-        stds = [100 * summary[k]["rows"][r]["std"] for r in rows]
+        stats = [summary[k]["rows"].get(r) for r in rows]  # None: not applicable to this type, no bar
+        means = [100 * s["mean"] if s else math.nan for s in stats]
+        stds = [100 * s["std"] if s else 0.0 for s in stats]
         xs = [j + (i - (len(kinds) - 1) / 2) * width for j in range(len(rows))]
         ax.bar(xs, means, width, yerr=stds, capsize=3, label=k)
     ax.axhline(100 * record["chance"], color="grey", linestyle="--", linewidth=1, label="chance")

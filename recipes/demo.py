@@ -230,14 +230,17 @@ def _train_job(kind: str, seed: int, role: str) -> tuple[bytes, float]:
 
 def _evaluate_job(
     kind: str, seed: int, blobs: dict[str, bytes]
-) -> tuple[dict[str, tuple[str, float]], dict[str, str], float]:
+) -> tuple[dict[str, tuple[str, float]], dict[str, str], dict[str, str], float]:
     """Apply every registered strategy to one seed's adapters and score each result (and the upper bound) on the
     target language's test split.
 
     Returns ``{row: (metric, value)}``, ``{row: earlier row}`` for merges bit-identical to an earlier row's (scored
-    once: e.g. ``structure_adaptive`` at its default weights is ``adamergex`` at ``t = 1``), and the seconds taken.
+    once: e.g. ``structure_adaptive`` at its default weights is ``adamergex`` at ``t = 1``), ``{row: error}`` for
+    strategies that refused these adapters (e.g. a log-space merge of (IA)³ vectors with negative entries: the
+    row is reported as not applicable, the others still run), and the seconds taken.
     """
     from adamergex.adapter_state import AdapterState
+    from adamergex.errors import FrameworkError
     from adamergex.evaluation import evaluate
     from adamergex.registry import STRATEGIES
 
@@ -246,13 +249,18 @@ def _evaluate_job(
     adapters = {role: AdapterState.from_bytes(blob) for role, blob in blobs.items()}
     scores: dict[str, tuple[str, float]] = {}
     same_as: dict[str, str] = {}
+    failed: dict[str, str] = {}
     scored: dict[str, str] = {}  # fingerprint of a scored adapter -> its row
     for row in [*STRATEGIES.names(), UPPER]:
         if row == UPPER:
             adapter: Any = adapters[UPPER]
         else:
             strategy = STRATEGIES.get(row)
-            adapter = strategy(strategy.select(adapters), None)
+            try:
+                adapter = strategy(strategy.select(adapters), None)
+            except FrameworkError as exc:
+                failed[row] = f"{type(exc).__name__}: {exc}"
+                continue
         fingerprint = adapter.fingerprint() if isinstance(adapter, AdapterState) else None
         if fingerprint in scored:
             same_as[row] = scored[fingerprint]
@@ -263,7 +271,7 @@ def _evaluate_job(
         scores[row] = _primary(result.scores[ctx.cfg.target])
         if fingerprint is not None:
             scored[fingerprint] = row
-    return scores, same_as, time.perf_counter() - started
+    return scores, same_as, failed, time.perf_counter() - started
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -308,6 +316,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     blobs: dict[tuple[str, int, str], bytes] = {}
     job_seconds: dict[tuple[str, int, str], float] = {}
     identical: dict[str, dict[str, str]] = {}
+    failed: dict[str, dict[str, str]] = {}
     timings["training"] = timings["merging_and_evaluation"] = 0.0
     t0 = time.perf_counter()
     with _jobs.job_pool(ctx, workers=workers, threads=threads, build=_spawned_context, build_args=(cfg,)) as pool, \
@@ -329,9 +338,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                         evaluation = pool.submit(_evaluate_job, kind, seed, {r: blobs[(kind, seed, r)] for r in roles})
                         pending[evaluation] = ("evaluate", (kind, seed))
                 else:
-                    by_seed[key], same_as, seconds = future.result()
+                    by_seed[key], same_as, refused, seconds = future.result()
                     if same_as:
                         identical[f"{key[0]}/seed{key[1]}"] = same_as
+                    if refused:
+                        failed[f"{key[0]}/seed{key[1]}"] = refused
                     timings["merging_and_evaluation"] += seconds
                     eval_bar.update(len(rows))
     timings["jobs_wall"] = time.perf_counter() - t0
@@ -339,8 +350,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     for kind in cfg.adapters:
         for seed in cfg.seeds:
             for row in rows:
-                metric_name, value = by_seed[(kind, seed)][row]
-                per_seed[kind][row].append(value)
+                if row in by_seed[(kind, seed)]:
+                    metric_name, value = by_seed[(kind, seed)][row]
+                    per_seed[kind][row].append(value)
+        for row in rows:  # a row refused on some seed is not applicable to this type: no mean over fewer seeds
+            if len(per_seed[kind][row]) < len(cfg.seeds):
+                del per_seed[kind][row]
 
     adapters = {key: AdapterState.from_bytes(blob) for key, blob in blobs.items()}
     training = {
@@ -374,6 +389,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "per_seed": per_seed,
         "training": training,
         "identical_merges": identical,
+        "not_applicable": failed,
         "summary": results,
         "workers": {"processes": workers, "threads_each": threads},
         "seconds": {k: round(v, 2) for k, v in timings.items()},

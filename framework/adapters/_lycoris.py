@@ -12,7 +12,7 @@ itself, unchanged. Subclasses declare their tensor names and implement the facto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -168,7 +168,7 @@ class LycorisAdapter(AdapterType):
         """``{"delta": s·F(factors) (out, in)}`` per module, float64."""
         return {m: {"delta": state.scaling[m] * self.dense(g)} for m, g in state.params.items()}
 
-    def from_space(self, space: dict[str, dict[str, torch.Tensor]], like: AdapterState) -> AdapterState:
+    def from_space(self, space: Mapping[str, Mapping[str, torch.Tensor]], like: AdapterState) -> AdapterState:
         """An exact LoRA with ``B·A = ΔW`` (:func:`._common.identity_factors`, rank ``min(out, in)``, scaling 1),
         carrying ``like``'s base model, placement config and saved modules."""
         like_lora = self.to_lora(like)

@@ -25,17 +25,16 @@ non-positive magnitude raises as well. Linear modules only: DoRA on embeddings o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 
 from ..adapter_state import AdapterState
-from ..errors import AdapterFormatError, ConfigError, IncompatibleAdaptersError, NumericalError
-from ..registry import ADAPTERS
+from ..errors import AdapterFormatError, IncompatibleAdaptersError, NumericalError
 from ._common import collect_terms, identity_factors, space_delta, with_task_parts
 from ._lowrank import Method
-from .base import AdapterType, Term
+from .base import AdapterType, Term, register_adapter_type
 from .ia3 import ZERO_TOLERANCE
 from .lora import LoraAdapter
 
@@ -76,6 +75,7 @@ def _magnitude(x: torch.Tensor, module: str, weight: float, epsilon: float | Non
     return x
 
 
+@register_adapter_type
 class DoraAdapter(AdapterType):
     """The ``dora`` adapter type (see module docstring)."""
 
@@ -185,7 +185,7 @@ class DoraAdapter(AdapterType):
             out[module] = {"delta": _LORA.delta(state, module), "log_magnitude": m.log()}
         return out
 
-    def from_space(self, space: dict[str, dict[str, torch.Tensor]], like: AdapterState) -> AdapterState:
+    def from_space(self, space: Mapping[str, Mapping[str, torch.Tensor]], like: AdapterState) -> AdapterState:
         """A DoRA with factors ``B·A = ΔV`` exactly (:func:`._common.identity_factors`, rank ``min(out, in)``,
         scaling 1) and ``m = exp(log_magnitude)``, carrying ``like``'s base model, config and saved modules."""
         params, magnitudes = {}, {}
@@ -213,5 +213,3 @@ class DoraAdapter(AdapterType):
         """The direction update ``ΔV = s·B·A`` of one module as an ``(out, in)`` matrix."""
         return _LORA.delta(state, module, dtype)
 
-
-ADAPTERS.add("dora", DoraAdapter())

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import AdapterFormatError
-from ..registry import ADAPTERS
+from .base import register_adapter_type
 from ._lycoris import LycorisAdapter
 
 __all__ = ["LohaAdapter"]
@@ -29,6 +29,7 @@ __all__ = ["LohaAdapter"]
 _NAMES = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
 
 
+@register_adapter_type
 class LohaAdapter(LycorisAdapter):
     """The ``loha`` adapter type (see module docstring)."""
 
@@ -71,5 +72,3 @@ class LohaAdapter(LycorisAdapter):
         w1a, w1b, w2a, w2b = (group[n].to(torch.float64) for n in _NAMES)
         return (w1a @ w1b) * (w2a @ w2b)
 
-
-ADAPTERS.add("loha", LohaAdapter())

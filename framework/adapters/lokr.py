@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import AdapterFormatError
-from ..registry import ADAPTERS
+from .base import register_adapter_type
 from ._lycoris import LycorisAdapter
 
 __all__ = ["LokrAdapter"]
@@ -39,6 +39,7 @@ def _pair(group: dict[str, torch.Tensor], i: int) -> tuple[torch.Tensor, torch.T
     return w, torch.eye(w.shape[1], dtype=torch.float64)
 
 
+@register_adapter_type
 class LokrAdapter(LycorisAdapter):
     """The ``lokr`` adapter type (see module docstring)."""
 
@@ -87,5 +88,3 @@ class LokrAdapter(LycorisAdapter):
         (p1, q1), (p2, q2) = _pair(group, 1), _pair(group, 2)
         return torch.kron(p1 @ q1, p2 @ q2)
 
-
-ADAPTERS.add("lokr", LokrAdapter())

@@ -126,9 +126,9 @@ def _convert(field: dataclasses.Field[Any], value: Any) -> Any:
             return tuple(cast(str(s).strip()) for s in items)
         if kind.startswith("list"):
             return [value] if isinstance(value, str) else list(value)
-        if kind == "int":
+        if kind == "int" and isinstance(value, str):
             return int(value)
-        if kind == "float":
+        if kind == "float" and isinstance(value, str):
             return float(value)
     except ValueError:
         what = "comma-separated integer(s)" if kind.startswith("tuple") else f"a number ({kind})"

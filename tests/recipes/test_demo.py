@@ -46,7 +46,11 @@ def test_tiny_demo_runs_end_to_end_and_refuses_to_overwrite(
     assert record["workers"] == {"processes": 2, "threads_each": 1}
     for kind in ("lora", "ia3"):
         rows = record["per_seed"][kind]
-        assert set(rows) == {*STRATEGIES.names(), "upper_bound"}
+        refused = {row for key, per_row in record["not_applicable"].items() if key.startswith(f"{kind}/")
+                   for row in per_row}
+        # every strategy is either scored on every seed or reported as not applicable, with its reason
+        assert set(rows) | refused == {*STRATEGIES.names(), "upper_bound"} and not set(rows) & refused
+        assert {"source_only", "adamergex", "upper_bound"} <= set(rows)
         for values in rows.values():
             assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values)
         summary = record["summary"][kind]["rows"]

@@ -36,13 +36,19 @@ def test_sign_election_and_disjoint_mean_by_hand() -> None:
 
 
 def _space(state, m):  # noqa: ANN001, ANN201
-    """Independent of to_space: s·B·A from the factors, or log l."""
-    g = state.params[m]
+    """Independent of to_space, from PEFT's forward formulas: log l ((IA)³), s·(W1a·W1b)⊙(W2a·W2b) (LoHa),
+    s·kron(W1, W2) with each factor whole or a product (LoKr), else s·B·A (LoRA; DoRA's direction update)."""
+    g = {k: v.double() for k, v in state.params[m].items()}
     if state.kind == "ia3":
-        return g["l"].double().log()
+        return g["l"].log()
+    if state.kind == "loha":
+        return state.scaling[m] * (g["hada_w1_a"] @ g["hada_w1_b"]) * (g["hada_w2_a"] @ g["hada_w2_b"])
+    if state.kind == "lokr":
+        w1, w2 = (g[f"lokr_w{i}"] if f"lokr_w{i}" in g else g[f"lokr_w{i}_a"] @ g[f"lokr_w{i}_b"] for i in (1, 2))
+        return state.scaling[m] * torch.kron(w1, w2)
     a_name = "lora_embedding_A" if "lora_embedding_A" in g else "lora_A"
     b_name = a_name.replace("A", "B")
-    return state.scaling[m] * g[b_name].double() @ g[a_name].double()
+    return state.scaling[m] * g[b_name] @ g[a_name]
 
 
 def _reference_ties(xs: list[torch.Tensor], density: float) -> torch.Tensor:

@@ -304,8 +304,8 @@ def test_bad_input_fails_naming_what_exists(tok: Any, lm_file: Path, tmp_path: P
         run(language="de")
     with pytest.raises(UnknownNameError, match="unknown split 'dev'"):
         run(val_split="dev")
-    with pytest.raises(UnknownNameError, match="unknown adapter type 'loha'; available: .*lora"):
-        run(adapter="loha")
+    with pytest.raises(UnknownNameError, match="unknown adapter type 'lorra'; available: .*lora"):
+        run(adapter="lorra")
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"body": "x"}])
     with pytest.raises(ConfigError, match=r"lacks \['text'\]"):
         run(data_files=str(bad))
