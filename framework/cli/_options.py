@@ -27,7 +27,7 @@ import ast
 import dataclasses
 import inspect
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,10 @@ def flag(name: str) -> str:
 
 
 def _kind(field: dataclasses.Field[Any]) -> str:
-    """The field's annotation without ``| None`` (annotations are strings under ``from __future__``)."""
-    return str(field.type).replace(" | None", "")
+    """The field's annotation without ``| None`` (annotations are strings under ``from __future__``), with
+    ``Mapping`` read as ``dict``."""
+    kind = str(field.type).replace(" | None", "")
+    return "dict" + kind[len("Mapping"):] if kind.startswith("Mapping") else kind
 
 
 def _default_text(field: dataclasses.Field[Any]) -> str:
@@ -117,6 +119,8 @@ def _convert(field: dataclasses.Field[Any], value: Any) -> Any:
     kind = _kind(field)
     if not isinstance(value, (str, list)) or kind == "bool":
         return value
+    if "| None" in str(field.type) and isinstance(value, str) and value.lower() in ("none", "off", "null"):
+        return None
     try:
         if kind.startswith("dict"):
             return parse_pairs(value, field.name)
@@ -136,8 +140,8 @@ def _convert(field: dataclasses.Field[Any], value: Any) -> Any:
     return value
 
 
-def read_yaml_options(path: str | Path, cls: type) -> dict[str, Any]:
-    """The options in YAML file ``path`` (a mapping whose keys are ``cls``'s field names; dashes allowed)."""
+def read_yaml_options(path: str | Path, names: Iterable[str]) -> dict[str, Any]:
+    """The options in YAML file ``path``: a mapping whose keys (dashes allowed) are among ``names``."""
     import yaml
 
     path = Path(path)
@@ -147,7 +151,7 @@ def read_yaml_options(path: str | Path, cls: type) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {exc}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config {path} must hold a mapping of options, got {type(loaded).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = set(names)
     loaded = {str(k).replace("-", "_"): v for k, v in loaded.items()}
     unknown = sorted(set(loaded) - names)
     if unknown:
@@ -155,11 +159,19 @@ def read_yaml_options(path: str | Path, cls: type) -> dict[str, Any]:
     return loaded
 
 
-def config_values(cls: type, namespace: argparse.Namespace, *, config: str | Path | None = None) -> dict[str, Any]:
-    """Keyword arguments for ``cls`` from the flags in ``namespace`` over the YAML file ``config`` (if any): flags
-    win, and ``KEY=VALUE`` flags are merged key by key into the file's mapping."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = read_yaml_options(config, cls) if config is not None else {}
+def config_values(classes: type | Sequence[type], namespace: argparse.Namespace, *, config: str | Path | None = None,
+                  skip: Sequence[str] = ()) -> dict[str, Any]:
+    """Keyword arguments for the dataclass(es) ``classes`` from the flags in ``namespace`` over the YAML file
+    ``config`` (if any): flags win, and ``KEY=VALUE`` flags are merged key by key into the file's mapping. A field
+    named in ``skip`` is taken from the first class that has it but is not offered by a later one."""
+    classes = [classes] if isinstance(classes, type) else list(classes)
+    fields: dict[str, dataclasses.Field[Any]] = {}
+    for i, cls in enumerate(classes):
+        for f in dataclasses.fields(cls):
+            if f.name not in fields and not (i and f.name in skip):
+                fields[f.name] = f
+    values = read_yaml_options(config, fields) if config is not None else {}
+    values = {k: _convert(fields[k], v) if k in fields else v for k, v in values.items()}
     for name, value in vars(namespace).items():
         if name not in fields:
             continue

@@ -1,8 +1,10 @@
-"""``adamergex train``: :class:`TrainConfig`, its YAML/flag parsing, and :func:`cli_train`.
+"""``adamergex train``: train a PEFT adapter (or a shared reference head) on a task and language with Lightning.
 
+Every option of the library call (the groups of :class:`adamergex.training.TrainingConfig`) is a flag and a YAML
+key, next to the command's own (:class:`TrainCommand`: which model, task and language, and how to load the model).
 A dataclass field and the docstring under it give the default, the YAML key and the ``--help`` text
 (:mod:`._options`); flags given on the command line override the YAML file named by ``--config``
-(``--print-config`` prints the resolved YAML). Example: ``tests/fixtures/training/train_lora.yaml``.
+(``--print-config`` prints the resolved options). Example: ``tests/fixtures/training/train_lora.yaml``.
 """
 
 from __future__ import annotations
@@ -12,20 +14,23 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..models import OBJECTIVES, load_pretrained, objective_of
+from ..models import load_pretrained, objective_of
 from ..registry import ADAPTERS
 from ..task import DataFiles, get_task
 from ._options import add_options, config_values
 
-__all__ = ["TrainConfig", "cli_train", "parse_train_args"]
+if TYPE_CHECKING:
+    from ..training import TrainingConfig
+
+__all__ = ["TrainCommand", "cli_train", "parse_train_args"]
 
 
-@dataclass
-class TrainConfig:
-    """Options of ``adamergex train`` (YAML keys are the field names)."""
+@dataclass(frozen=True)
+class TrainCommand:
+    """The options of ``adamergex train`` that are not training options (YAML keys are the field names)."""
 
     model: str = ""
     """Base model: Hugging Face Hub id or local directory (safetensors weights)."""
@@ -33,61 +38,11 @@ class TrainConfig:
     """Registered task name."""
     language: str = ""
     """Language code of the training data."""
-    output: str = ""
-    """Directory to write the adapter (PEFT format) to; Lightning checkpoints and logs go to OUTPUT/lightning."""
-    adapter: str = "lora"
-    """Registered adapter type (lora, ia3, ...)."""
-    adapter_options: dict[str, Any] = field(default_factory=dict)
-    """PEFT config options, e.g. r=8 lora_alpha=16 target_modules=[q_proj,v_proj] (values parsed as YAML)."""
     data_files: list[str] = field(default_factory=list)
     """Local data in the task's schema: one file for any split, or SPLIT=FILE entries."""
-    task_options: dict[str, Any] = field(default_factory=dict)
-    """Task field overrides, e.g. template=... chunk_length=256."""
-    train_split: str = "train"
-    """Split to train on."""
-    val_split: str | None = None
-    """Split to validate on (default: no validation)."""
-    limit: int | None = None
-    """Train on a seeded random subset of this many examples."""
-    max_steps: int | None = None
-    """Optimiser steps (default: one pass over the training data)."""
-    epochs: float = 1.0
-    """Passes over the training data when max_steps is not given."""
-    batch_size: int = 8
-    """Items per device per micro-batch."""
-    grad_accum: int = 1
-    """Micro-batches per optimiser step."""
-    group_by_length: int = 0
-    """Draw batches from length-sorted windows of this many global micro-batches (0: off): less padding."""
-    lr: float = 1e-4
-    """Peak learning rate."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    scheduler: str = "linear"
-    """Learning-rate schedule after warm-up: linear, cosine or constant."""
-    warmup_steps: int = 0
-    """Linear warm-up steps."""
-    max_length: int | None = None
-    """Tokens per item (default: the task's chunk_length, else 512)."""
-    seed: int = 0
-    """Seed of initialisation, data order and masking."""
-    precision: str = "32-true"
-    """Lightning precision: 32-true, bf16-mixed or 16-mixed (half-precision base weights need a mixed mode)."""
     dtype: str | None = None
     """dtype to load the base weights in (float32, bfloat16, float16; default: bfloat16 with bf16-mixed,
     float16 with 16-mixed, else float32)."""
-    accelerator: str = "auto"
-    """Lightning accelerator: cpu, gpu, auto."""
-    devices: str = "1"
-    """Devices per node (a number or 'auto')."""
-    num_nodes: int = 1
-    """Nodes."""
-    strategy: str = "auto"
-    """Lightning strategy: auto, ddp, fsdp, ..."""
-    compile: bool = False
-    """torch.compile each transformer block and the loss."""
-    objective: str | None = None
-    """Force the objective (causal_lm, masked_lm, sequence_classification, seq2seq_lm) instead of inferring it."""
     revision: str | None = None
     """Model revision (commit, branch or tag) on the Hub."""
     trust_remote_code: bool = False
@@ -100,29 +55,15 @@ class TrainConfig:
     """With --train-head: languages to train the head on (default: --language)."""
     stack_on: list[str] = field(default_factory=list)
     """Adapter directories to keep active and frozen under the new adapter (MAD-X)."""
-    checkpoint_every: int | None = None
-    """Optimiser steps between checkpoints (default: a tenth of the run)."""
-    val_every: int | None = None
-    """Optimiser steps between validations (default: once at the end)."""
-    resume: bool = False
-    """Continue the run in OUTPUT from its last checkpoint."""
-    overwrite: bool = False
-    """Replace a non-empty OUTPUT."""
-    on_stall: str = "retry"
-    """When the loss does not fall: retry (at a lower learning rate), error, or warn."""
+    devices: str = "1"
+    """Devices per node (a number or 'auto')."""
     progress_bar: bool = True
     """Show the progress bar."""
 
     def __post_init__(self) -> None:
-        for name in ("model", "task", "language", "output"):
+        for name in ("model", "task", "language"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} must be set (--{name.replace('_', '-')} or '{name}:' in the YAML)")
-        if self.scheduler not in ("linear", "cosine", "constant"):
-            raise ConfigError(f"scheduler must be linear, cosine or constant; got {self.scheduler!r}")
-        if self.on_stall not in ("retry", "error", "warn"):
-            raise ConfigError(f"on_stall must be retry, error or warn; got {self.on_stall!r}")
-        if self.objective is not None and self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}")
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             raise ConfigError(f"dtype must be float32, bfloat16 or float16; got {self.dtype!r}")
         if not (self.devices == "auto" or str(self.devices).isdigit()):
@@ -143,6 +84,23 @@ class TrainConfig:
             mapping.setdefault(split, []).append(path)
         return {k: v[0] if len(v) == 1 else v for k, v in mapping.items()}
 
+    def training_options(self) -> dict[str, Any]:
+        """The training options this command's own fields imply."""
+        return {"data_files": self.data_files_value, "head": self.head, "stack_on": tuple(self.stack_on),
+                "devices": int(self.devices) if self.devices.isdigit() else self.devices,
+                "progress_bar": self.progress_bar, "base_model_revision": self.revision}
+
+
+# Training options set through TrainCommand's own fields (their CLI form differs) or by the command itself.
+_IMPLIED = ("data_files", "head", "stack_on", "devices", "progress_bar", "base_model_revision")
+
+
+def _groups() -> list[type]:
+    from ..training import _config
+
+    return [_config.AdapterConfig, _config.DataConfig, _config.OptimConfig, _config.TrainerConfig,
+            _config.RunConfig, _config.StallConfig]
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -151,21 +109,31 @@ def _parser() -> argparse.ArgumentParser:
                     "file (--config; its keys are the option names with underscores), or both (flags win).")
     parser.add_argument("--config", help="YAML file of options")
     parser.add_argument("--print-config", action="store_true", help="print the resolved options as YAML and exit")
-    add_options(parser, TrainConfig)
+    add_options(parser, TrainCommand)
+    for group in _groups():
+        add_options(parser, group, skip=_IMPLIED)
     return parser
 
 
-def parse_train_args(argv: Sequence[str]) -> tuple[TrainConfig, bool]:
-    """``(config, print_only)`` from command-line arguments and the optional YAML file they name."""
+def parse_train_args(argv: Sequence[str]) -> tuple[TrainCommand, TrainingConfig, bool]:
+    """``(command options, training config, print_only)`` from the arguments and the YAML file they name."""
+    from ..training import TrainingConfig
+
     args = _parser().parse_args(list(argv))
-    values = config_values(TrainConfig, args, config=getattr(args, "config", None))
+    classes = [TrainCommand, *_groups()]
+    values = config_values(classes, args, config=getattr(args, "config", None), skip=_IMPLIED)
     if isinstance(values.get("data_files"), str):
         values["data_files"] = [values["data_files"]]
     if isinstance(values.get("data_files"), dict):
         values["data_files"] = [f"{k}={v}" for k, v in values["data_files"].items()]
-    if "devices" in values:
-        values["devices"] = str(values["devices"])
-    return TrainConfig(**values), bool(getattr(args, "print_config", False))
+    for key in ("devices", "revision", "head"):
+        if values.get(key) is not None:
+            values[key] = str(values[key])
+    own = {f.name for f in dataclasses.fields(TrainCommand)}
+    command = TrainCommand(**{k: v for k, v in values.items() if k in own})
+    training = TrainingConfig.of(**{k: v for k, v in values.items() if k not in own},
+                                 **command.training_options())
+    return command, training, bool(getattr(args, "print_config", False))
 
 
 def cli_train(argv: list[str]) -> int:
@@ -173,52 +141,46 @@ def cli_train(argv: list[str]) -> int:
     import torch
     import yaml
 
-    from ..training import head_modules, train_adapter, train_reference_head
+    from ..training import TrainingConfig, head_modules, train_adapter, train_reference_head
 
-    cfg, print_only = parse_train_args(argv)
+    cmd, cfg, print_only = parse_train_args(argv)
     if print_only:
-        print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+        shown = {k: v for k, v in cfg.flat().items() if k not in _IMPLIED}
+        resolved = {**dataclasses.asdict(cmd), **shown}
+        print(yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False), end="")
         return 0
-    task = get_task(cfg.task, **cfg.task_options)
-    task.check_language(cfg.language)
-    for lang in cfg.head_languages:
+    if cfg.run.output is None:
+        raise ConfigError("output must be set (--output or 'output:' in the YAML)")
+    task = get_task(cmd.task, **cfg.data.task_options)
+    task.check_language(cmd.language)
+    for lang in cmd.head_languages:
         task.check_language(lang)
-    if not cfg.train_head:
-        ADAPTERS.get(cfg.adapter)
-    dtype_name = cfg.dtype or {"bf16": "bfloat16", "16": "float16"}.get(cfg.precision.split("-")[0], "float32")
+    if not cmd.train_head:
+        ADAPTERS.get(cfg.adapter.adapter)
+    precision = cfg.trainer.precision
+    dtype_name = cmd.dtype or {"bf16": "bfloat16", "16": "float16"}.get(precision.split("-")[0], "float32")
     model, tokenizer, new_modules = load_pretrained(
-        cfg.model, task=task, objective=cfg.objective, revision=cfg.revision,  # type: ignore[arg-type]
-        trust_remote_code=cfg.trust_remote_code, dtype=getattr(torch, dtype_name))
-    objective = objective_of(model) if cfg.objective is None else cfg.objective
+        cmd.model, task=task, objective=cfg.adapter.objective, revision=cmd.revision,
+        trust_remote_code=cmd.trust_remote_code, dtype=getattr(torch, dtype_name))
+    objective = cfg.adapter.objective or objective_of(model)
     heads = set(head_modules(model))
     fresh_heads = sorted(m for m in new_modules if m.split(".")[0] in heads or m in heads)
-    if objective in ("causal_lm", "masked_lm") and fresh_heads and cfg.head is None and not cfg.train_head:
+    if objective in ("causal_lm", "masked_lm") and fresh_heads and cmd.head is None and not cmd.train_head:
         raise ConfigError(
-            f"{cfg.model} has no trained LM head (the checkpoint lacks {fresh_heads}); an adapter trained beside a "
+            f"{cmd.model} has no trained LM head (the checkpoint lacks {fresh_heads}); an adapter trained beside a "
             "random head mostly learns the head. Train a shared head once with --train-head and pass --head DIR")
-    devices: int | str = int(cfg.devices) if cfg.devices.isdigit() else cfg.devices
-    adapter_options = dict(cfg.adapter_options)
+    adapter_options = dict(cfg.adapter.adapter_options)
     extra = [m for m in new_modules if objective == "sequence_classification" and m.split(".")[0] not in heads]
     if extra:  # anything else the checkpoint lacked would be re-randomised at the next load: save it too
         adapter_options["modules_to_save"] = [*adapter_options.get("modules_to_save", []), *extra]
-    common: dict[str, Any] = dict(
-        objective=objective, data_files=cfg.data_files_value, task_options=cfg.task_options,
-        train_split=cfg.train_split, val_split=cfg.val_split, limit=cfg.limit, max_steps=cfg.max_steps,
-        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-        group_by_length=cfg.group_by_length, max_length=cfg.max_length, weight_decay=cfg.weight_decay,
-        scheduler=cfg.scheduler,
-        warmup_steps=cfg.warmup_steps, precision=cfg.precision, accelerator=cfg.accelerator, devices=devices,
-        num_nodes=cfg.num_nodes, strategy=cfg.strategy, compile=cfg.compile, seed=cfg.seed, output=cfg.output,
-        overwrite=cfg.overwrite, resume=cfg.resume, checkpoint_every=cfg.checkpoint_every, val_every=cfg.val_every,
-        on_stall=cfg.on_stall, base_model_revision=cfg.revision, progress_bar=cfg.progress_bar,
-    )
-    if cfg.train_head:
-        head = train_reference_head(model, tokenizer, task, cfg.head_languages or [cfg.language], **common)
-        print(json.dumps({"head": cfg.output, "sha256": head.fingerprint(), "tensors": len(head.tensors)}))
+    cfg = TrainingConfig.of(cfg, objective=objective, adapter_options=adapter_options)
+    if cmd.train_head:
+        head = train_reference_head(model, tokenizer, task, cmd.head_languages or [cmd.language],
+                                    TrainingConfig.of(cfg, adapter_options={}))
+        print(json.dumps({"head": str(cfg.run.output), "sha256": head.fingerprint(), "tensors": len(head.tensors)}))
         return 0
-    state = train_adapter(model, tokenizer, task, cfg.language, adapter=cfg.adapter, adapter_options=adapter_options,
-                          stack_on=cfg.stack_on, head=cfg.head, **common)
+    state = train_adapter(model, tokenizer, task, cmd.language, cfg)
     attempts = state.metadata["training"]["attempts"]
-    print(json.dumps({"adapter": cfg.output, **state.summary(), "final_loss": attempts[-1].get("final_loss"),
+    print(json.dumps({"adapter": str(cfg.run.output), **state.summary(), "final_loss": attempts[-1].get("final_loss"),
                       "steps": attempts[-1]["steps"]}, default=str))
     return 0

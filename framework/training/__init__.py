@@ -29,13 +29,17 @@ Guarantees and the pitfalls they answer (GitHub issue #3):
   adapter, so ``madx_stack`` can later swap in the target-language one.
 * Multi-GPU and multi-node use Lightning's own strategies (``strategy="ddp"``, ``"fsdp"``...).
 
-Configuration: the library call takes its options as keyword arguments; ``adamergex train``
-(:mod:`adamergex.cli.train`) builds them from flags and YAML.
+Configuration: the options of a run come in validated groups (``_config``: :class:`AdapterConfig`,
+:class:`DataConfig`, :class:`OptimConfig`, :class:`TrainerConfig`, :class:`RunConfig`, :class:`StallConfig`, held
+by :class:`TrainingConfig`), passed down as objects. Option names are unique across groups, so
+``TrainingConfig.of(lr=1e-3, max_steps=50)`` and ``train_adapter(..., lr=1e-3, max_steps=50)`` say the same, and
+``adamergex train`` (:mod:`adamergex.cli.train`) offers every one of them as a flag and a YAML key. The stall
+check is a Lightning callback (:class:`StallCheck`).
 
 Layout (the modules are private to this package; import from ``adamergex.training``): ``_train``
 (:func:`train_adapter`, :func:`train_reference_head`), ``_model`` (:func:`prepare_model`), ``_heads``
 (:func:`head_modules`, :class:`ReferenceHead`), ``_losses`` (:func:`linear_cross_entropy`), ``_system``
-(:class:`AdapterTrainingModule`, the stall check and the ``Trainer``), ``_data`` (:class:`TaskDataModule`, the
+(:class:`AdapterTrainingModule`, :class:`StallCheck` and the ``Trainer``), ``_config`` (the option groups), ``_data`` (:class:`TaskDataModule`, the
 stream order and collation) and ``_encoding`` (token ids per objective). What a model is and how it is loaded
 (:func:`adamergex.models.objective_of`, :func:`adamergex.models.load_pretrained`) is shared with evaluation and
 lives in :mod:`adamergex.models`.
@@ -44,24 +48,41 @@ lives in :mod:`adamergex.models`.
 from __future__ import annotations
 
 from ..errors import TrainingStalledError
+from ._config import (
+    AdapterConfig,
+    DataConfig,
+    OptimConfig,
+    RunConfig,
+    StallConfig,
+    TrainerConfig,
+    TrainingConfig,
+)
 from ._data import Collator, EncodedDataset, StreamBatchSampler, TaskDataModule
 from ._encoding import IGNORE_INDEX, data_fingerprint, encode_examples, mask_tokens
 from ._heads import ReferenceHead, head_modules
 from ._losses import linear_cross_entropy
 from ._model import prepare_model
-from ._system import AdapterTrainingModule, Schedule
+from ._system import AdapterTrainingModule, Schedule, StallCheck
 from ._train import LIGHTNING_DIR, train_adapter, train_reference_head
 
 __all__ = [
     "IGNORE_INDEX",
     "LIGHTNING_DIR",
+    "AdapterConfig",
     "AdapterTrainingModule",
     "Collator",
+    "DataConfig",
     "EncodedDataset",
+    "OptimConfig",
     "ReferenceHead",
+    "RunConfig",
     "Schedule",
+    "StallCheck",
+    "StallConfig",
     "StreamBatchSampler",
     "TaskDataModule",
+    "TrainerConfig",
+    "TrainingConfig",
     "TrainingStalledError",
     "data_fingerprint",
     "encode_examples",

@@ -53,6 +53,8 @@ from ._encoding import IGNORE_INDEX, data_fingerprint, encode_examples
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from ._config import DataConfig
+
 __all__ = ["Collator", "EncodedDataset", "StreamBatchSampler", "TaskDataModule"]
 
 
@@ -214,6 +216,23 @@ class TaskDataModule(pl.LightningDataModule):
         UnknownNameError: unknown task, language or split (listing the known ones).
         ConfigError: a bad option; on :meth:`setup`, a data file lacking a column the task needs.
     """
+
+    @classmethod
+    def from_config(
+        cls,
+        task: str | Task,
+        language: str | Sequence[str],
+        tokenizer: PreTrainedTokenizerBase | None,
+        objective: Objective | None,
+        data: DataConfig,
+        *,
+        seed: int = 0,
+    ) -> TaskDataModule:
+        """The data module of a training run's :class:`~adamergex.training.DataConfig` (validated there)."""
+        return cls(task, language, tokenizer, objective, data_files=data.data_files, batch_size=data.batch_size,
+                   max_length=data.max_length, train_split=data.train_split, val_split=data.val_split,
+                   limit=data.limit, val_limit=data.val_limit, seed=seed, group_by_length=data.group_by_length,
+                   task_options=data.task_options)
 
     def __init__(
         self,

@@ -9,12 +9,13 @@ checkpoints).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -22,16 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingStalledError
 from ..models import OBJECTIVES, Objective, unwrap
+from ._config import OptimConfig, Schedule, StallConfig, TrainerConfig
 from ._data import TaskDataModule
 from ._encoding import IGNORE_INDEX
 from ._heads import _backbone, head_modules
 from ._losses import _ce_chunk, _head_cross_entropy, _shift_left, linear_cross_entropy
 
-__all__ = ["AdapterTrainingModule", "Schedule"]
+__all__ = ["AdapterTrainingModule", "Schedule", "StallCheck"]
 
-Schedule = Literal["linear", "cosine", "constant"]
 
 
 def _repeated_blocks(model: nn.Module) -> nn.ModuleList | None:
@@ -241,11 +242,6 @@ class AdapterTrainingModule(pl.LightningModule):
         self.log("train/loss", mean, on_step=True, prog_bar=True, batch_size=int(batch["input_ids"].shape[0]))
         return loss
 
-    def on_train_end(self) -> None:
-        # Written into callback_metrics so the figures reach the main process under spawn-based strategies too.
-        for key, value in self.loss_summary().items():
-            self.trainer.callback_metrics[f"adamergex/{key}"] = torch.tensor(float(value))
-
     def loss_summary(self) -> dict[str, float]:
         """Mean training loss over the first and last ``stall_window`` of the micro-batches, and their count."""
         if not self.loss_history:
@@ -330,6 +326,59 @@ def _stall_verdict(summary: Mapping[str, float], *, baseline: float | None, min_
             "baseline_loss": baseline, "min_drop": min_drop}
 
 
+class StallCheck(pl.Callback):
+    """Records the run's opening and closing mean loss (:meth:`AdapterTrainingModule.loss_summary`) as
+    ``adamergex/initial_loss`` and ``adamergex/final_loss`` in the trainer's ``callback_metrics`` when training
+    ends, so the figures reach the main process under spawn-based strategies too; :meth:`read` turns them into a
+    verdict there, and :meth:`next_lr` decides what a loss that did not fall leads to, following
+    ``config.on_stall``.
+
+    A dead run is never saved silently: ``retry`` retrains from the same initial weights at
+    ``lr × retry_lr_factor`` up to ``max_retries`` times, then raises; ``error`` raises at once; ``warn`` warns
+    and keeps the adapter. The verdicts of all attempts are recorded in the adapter's metadata.
+    """
+
+    def __init__(self, config: StallConfig, *, baseline: float | None = None) -> None:
+        self.config = config
+        self.baseline = baseline
+        self.verdict: dict[str, Any] = {}
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        summary = pl_module.loss_summary() if isinstance(pl_module, AdapterTrainingModule) else {}
+        for key, value in summary.items():
+            trainer.callback_metrics[f"adamergex/{key}"] = torch.tensor(float(value))
+
+    def read(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """The verdict of the run ``trainer`` just fitted (also kept as :attr:`verdict`)."""
+        summary = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items()
+                   if k.startswith("adamergex/")}
+        self.verdict = _stall_verdict(summary, baseline=self.baseline, min_drop=self.config.min_loss_drop,
+                                      min_steps=self.config.stall_min_steps, steps=trainer.global_step)
+        return self.verdict
+
+    def next_lr(self, lr: float, attempts: list[dict[str, Any]]) -> float | None:
+        """The learning rate of the next attempt after one at ``lr``, or ``None`` when the run is done.
+
+        Raises:
+            TrainingStalledError: the loss did not fall and ``on_stall`` is ``error``, or the retries are spent.
+        """
+        verdict, cfg = self.verdict, self.config
+        if not verdict.get("stalled"):
+            return None
+        message = (f"training loss did not fall at lr={lr:g}: mean {verdict['initial_loss']:.4f} over the first "
+                   f"steps, {verdict['final_loss']:.4f} over the last"
+                   + (f" (a majority-class predictor scores {self.baseline:.4f})" if self.baseline is not None else ""))
+        if cfg.on_stall == "warn":
+            warnings.warn(f"{message}; the adapter is saved anyway because on_stall='warn'", stacklevel=3)
+            return None
+        if cfg.on_stall == "error" or len(attempts) > cfg.max_retries:
+            raise TrainingStalledError(f"{message}; attempts: {json.dumps(attempts, default=str)}. Lower the "
+                                       "learning rate, train longer, or check the data and labels")
+        warnings.warn(f"{message}; retrying at lr={lr * cfg.retry_lr_factor:g} (set on_stall='error' to stop "
+                      "instead)", stacklevel=3)
+        return lr * cfg.retry_lr_factor
+
+
 # -- fitting --------------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _quiet_lightning(progress_bar: bool) -> Iterator[None]:
@@ -361,38 +410,31 @@ def _fit(
     ckpt_path: Path | None,
     checkpoint_every: int | None,
     val_every: int | None,
-    grad_accum: int,
-    gradient_clip: float | None,
-    precision: str,
-    accelerator: str,
-    devices: int | str,
-    num_nodes: int,
-    strategy: Any,
-    log_every: int,
-    progress_bar: bool,
-    trainer_options: Mapping[str, Any],
+    optim: OptimConfig,
+    trainer: TrainerConfig,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> pl.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    options = dict(trainer_options)
-    callbacks = list(options.pop("callbacks", []) or [])
+    options = dict(trainer.trainer_options)
+    callbacks = [*callbacks, *(options.pop("callbacks", []) or [])]
     if keep_files and checkpoint_every:
         callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="step-{step}", save_top_k=0,
                                          save_last=True, every_n_train_steps=checkpoint_every))
     validate = datamodule.val_split is not None
     kwargs: dict[str, Any] = dict(
-        max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-        strategy=strategy, precision=precision, accumulate_grad_batches=grad_accum,
-        gradient_clip_val=gradient_clip, default_root_dir=str(root),
+        max_steps=max_steps, max_epochs=-1, accelerator=trainer.accelerator, devices=trainer.devices,
+        num_nodes=trainer.num_nodes, strategy=trainer.strategy, precision=trainer.precision,
+        accumulate_grad_batches=optim.grad_accum, gradient_clip_val=optim.gradient_clip, default_root_dir=str(root),
         logger=CSVLogger(str(root), name="logs") if keep_files else False,
         callbacks=callbacks, enable_checkpointing=keep_files and bool(checkpoint_every),
-        enable_progress_bar=progress_bar, enable_model_summary=False, use_distributed_sampler=False,
-        num_sanity_val_steps=0, log_every_n_steps=log_every,
+        enable_progress_bar=trainer.progress_bar, enable_model_summary=False, use_distributed_sampler=False,
+        num_sanity_val_steps=0, log_every_n_steps=trainer.log_every,
         limit_val_batches=1.0 if validate else 0, check_val_every_n_epoch=None,
-        val_check_interval=(val_every or max_steps) * grad_accum if validate else None,
+        val_check_interval=(val_every or max_steps) * optim.grad_accum if validate else None,
     )
     kwargs.update(options)
-    trainer = pl.Trainer(**kwargs)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    return trainer
+    fitter = pl.Trainer(**kwargs)
+    fitter.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    return fitter
