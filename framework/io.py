@@ -48,6 +48,8 @@ __all__ = [
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 META_NAME = "adamergex.json"
+KIND_KEY = "adapter_kind"
+"""Key of ``adamergex.json`` naming the adapter type that wrote the directory (read back by :func:`load_adapter`)."""
 
 
 def adapter_type_for(config: Mapping[str, Any], *, source: str) -> AdapterType:
@@ -107,13 +109,21 @@ def load_adapter(source: str | os.PathLike[str] | PeftModel, *, adapter_name: st
         raise AdapterFormatError(f"{weights_path} is not a valid safetensors file: {exc}") from None
     if "peft_type" not in config:
         raise AdapterFormatError(f"{path / CONFIG_NAME} has no 'peft_type'; is this a PEFT adapter directory?")
-    typ = adapter_type_for(config, source=str(path))
+    meta = read_json(path / META_NAME) if (path / META_NAME).exists() else {}
+    typ = _recorded_type(meta.pop(KIND_KEY, None), config) or adapter_type_for(config, source=str(path))
     state = typ.from_peft(config, weights, source=str(path))
-    meta_path = path / META_NAME
-    if meta_path.exists():
-        state.metadata.update(read_json(meta_path))
+    state.metadata.update(meta)
     state.metadata.setdefault("source", str(path))
     return state
+
+
+def _recorded_type(kind: Any, config: Mapping[str, Any]) -> AdapterType | None:
+    """The adapter type adamergex recorded when it wrote the directory, if it is registered and reads this
+    PEFT type: an output is read back as the kind that wrote it, also where several types share a PEFT format."""
+    if not isinstance(kind, str) or kind not in ADAPTERS:
+        return None
+    typ: AdapterType = ADAPTERS.get(kind)
+    return typ if str(config.get("peft_type", "")).upper() == typ.peft_type else None
 
 
 def peft_config_dict(cfg: Any) -> dict[str, Any]:
@@ -220,7 +230,7 @@ def save_adapter(state: AdapterState, directory: str | os.PathLike[str], *, over
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "adamergex": json.dumps(meta)})
-        (tmp / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        (tmp / META_NAME).write_text(json.dumps({**meta, KIND_KEY: state.kind}, indent=2, sort_keys=True) + "\n")
     return Path(directory)
 
 

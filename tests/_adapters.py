@@ -34,8 +34,14 @@ def make_state(
 ) -> AdapterState:
     """A trained-looking adapter: LoRA/DoRA/LoHa/LoKr with random factors, DoRA magnitudes positive (their
     initial row norms times a factor in [0.7, 1.3]), or (IA)³ vectors around 1 (all positive). ``options`` are
-    extra PEFT config options (e.g. LoKr ``decompose_both``)."""
+    extra PEFT config options (e.g. LoKr ``decompose_both``).
+
+    Any other registered type (a plug-in) is built from its own ``peft_config`` with PEFT's defaults and every
+    adapter tensor perturbed: a positive tensor (a scaling or magnitude) by a factor in [0.85, 1.15], any other
+    replaced by N(0, 0.3²) values, so that the contract suites run on it without a line here."""
     from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig, get_peft_model
+
+    from adamergex.registry import ADAPTERS
 
     model = base_model(base)
     targets = targets or TARGETS
@@ -50,7 +56,7 @@ def make_state(
         cfg = config_class(r=rank, alpha=2 * rank, target_modules=targets, modules_to_save=save, init_weights=False,
                            **options)
     else:
-        raise ValueError(kind)
+        cfg = ADAPTERS.get(kind).peft_config(target_modules=targets, modules_to_save=save, **options)
     peft_model = get_peft_model(model, cfg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -63,7 +69,18 @@ def make_state(
                 p.copy_(1.0 + 0.3 * torch.rand(p.shape, generator=g) - 0.15)
             elif "modules_to_save" in name:
                 p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return state_from_peft_model(peft_model, metadata={"language": language, "task": task})
+            elif p.requires_grad and kind not in KNOWN:  # a plug-in's adapter tensors
+                if bool((p > 0).all()):
+                    p.mul_(0.85 + 0.3 * torch.rand(p.shape, generator=g))
+                else:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    state = state_from_peft_model(peft_model, metadata={"language": language, "task": task})
+    # A plug-in may read another type's PEFT format (a LoRA variant): the state is of the kind asked for.
+    return state if state.kind == kind else state.replace(kind=kind)
+
+
+KNOWN = ("lora", "dora", "ia3", "loha", "lokr")
+"""Types with hand-picked options above; the others take PEFT's defaults."""
 
 
 PREFIX = "base_model.model."

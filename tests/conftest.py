@@ -15,6 +15,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from adamergex.registry import ADAPTERS  # noqa: E402
 from tests._adapters import make_state  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -25,7 +26,7 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
-@pytest.fixture(params=["lora", "ia3", "dora", "loha", "lokr"])
+@pytest.fixture(params=ADAPTERS.names())  # every registered type, plug-ins included: a new one is tested at once
 def adapter_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
