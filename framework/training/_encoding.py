@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..models import OBJECTIVES, Objective
 from ..packing import pack_token_ids
-from ..task import Example
+from ..task import Example, encoder_inputs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -126,19 +126,25 @@ def encode_examples(
         return items
 
     if objective == "sequence_classification":
+        unlabelled = [i for i, e in enumerate(examples) if e.label is None]
+        if unlabelled:
+            raise ConfigError(
+                f"task {task_name!r} examples {unlabelled[:5]} have no Example.label; encoder classification "
+                "trains on labelled examples only"
+            )
+        # the encoder's input comes from the one function evaluation uses too (adamergex.task.encoder_inputs)
+        texts, pairs = encoder_inputs(examples, where=f"task {task_name!r}")
         items = []
-        for i, e in enumerate(examples):
-            if e.text is None or e.label is None:
-                missing = "text" if e.text is None else "label"
-                raise ConfigError(
-                    f"task {task_name!r} example {i} has no Example.{missing}; encoder classification needs "
-                    "Example.text (and optionally text_pair) and Example.label"
-                )
-            enc = tokenizer(e.text, e.text_pair, truncation=True, max_length=max_length)
-            item: dict[str, Any] = {"input_ids": np.asarray(enc["input_ids"], dtype=np.int64), "labels": int(e.label)}
-            if "token_type_ids" in enc:
-                item["token_type_ids"] = np.asarray(enc["token_type_ids"], dtype=np.int64)
-            items.append(item)
+        for start in range(0, len(texts), 1000):  # batched calls keep fast tokenizers fast
+            stop = start + 1000
+            enc = tokenizer(texts[start:stop], pairs[start:stop] if pairs is not None else None, truncation=True,
+                            max_length=max_length)
+            for j, e in enumerate(examples[start:stop]):
+                item: dict[str, Any] = {"input_ids": np.asarray(enc["input_ids"][j], dtype=np.int64),
+                                        "labels": int(e.label)}  # type: ignore[arg-type]  # checked above
+                if "token_type_ids" in enc:
+                    item["token_type_ids"] = np.asarray(enc["token_type_ids"][j], dtype=np.int64)
+                items.append(item)
         return items
 
     targets = [_target_of(e, task_name) for e in examples]
