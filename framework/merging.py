@@ -82,9 +82,10 @@ def merge(
     states = {role: as_state(value, role) for role, value in adapters.items()}
     cfg = strat.make_config(params)
     if rank is not None:  # refuse before any work is done
-        if strat.output == "stack":
-            raise ConfigError(f"rank applies to merged LoRA adapters; strategy {strat.name!r} returns a composition")
         kinds = sorted({s.kind for s in states.values()})
+        if any(strat.output_for(k, cfg) == "stack" for k in kinds):
+            raise ConfigError(f"rank applies to merged LoRA adapters; strategy {strat.name!r} returns a composition "
+                              f"for {', '.join(kinds)} adapters")
         if not all(hasattr(ADAPTERS.get(k), "compress") for k in kinds):
             raise ConfigError(f"rank applies to LoRA adapters only; the adapters are {kinds}")
     with _torch_threads(threads):
@@ -138,7 +139,7 @@ def save_merge_output(result: MergeResult | AdapterState | Composition, director
         for name, state in out.adapters.items():
             save_adapter(state, tmp / name)
         record = {"strategy": out.strategy, "adapters": list(out.adapters), "head_from": out.head_from,
-                  "params": out.params, "provenance": provenance}
+                  "params": out.params, "reason": out.reason, "provenance": provenance}
         (tmp / COMPOSITION_NAME).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return Path(directory)
 
@@ -156,5 +157,6 @@ def load_merge_output(directory: str | os.PathLike[str]) -> AdapterState | Compo
         adapters = {name: load_adapter(path / name) for name in names}
         if head not in adapters:
             raise AdapterFormatError(f"{path / COMPOSITION_NAME}: head_from {head!r} is not one of {names}")
-        return Composition(str(record.get("strategy", "")), adapters, head, dict(record.get("params") or {}))
+        return Composition(str(record.get("strategy", "")), adapters, head, dict(record.get("params") or {}),
+                           str(record.get("reason") or ""))
     return load_adapter(path)

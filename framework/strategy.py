@@ -10,8 +10,11 @@ declares
   ``__post_init__`` and :meth:`StrategyConfig.suggest` turns them into an Optuna search space, so the tuner keeps
   no parameter list of its own. A number declared with ``groups=True`` also takes one value per group of
   modules (``--param t@0-7=0.4``; grammar in :mod:`adamergex.groups`), held as ``{"*": rest, group: value}``;
-* ``paper``: a link, and ``output``: ``"merge"`` (returns an ``AdapterState``) or ``"stack"`` (returns a
-  :class:`Composition` that the loader applies to a model).
+* ``paper``: a link, and ``output``: ``"merge"`` (returns an ``AdapterState``), ``"stack"`` (returns a
+  :class:`Composition` that the loader applies to a model) or ``"by_type"``: either, decided before any work by
+  the strategy's ``output_for(kind, cfg)`` from the adapter type and the config (``madx_stack`` writes one exact
+  adapter where the type has one, a composition elsewhere). :meth:`Strategy.output_for` answers for every
+  strategy, and the contract suite checks every call against it.
 """
 
 from __future__ import annotations
@@ -262,13 +265,15 @@ class Composition:
     """The result of a stacking strategy: adapters active together at inference (no weight merge).
 
     ``adapters`` maps an adapter name to its state; all are activated together on the same base model, in the
-    listed order. ``head_from`` names the adapter whose saved modules (heads) the model uses.
+    listed order. ``head_from`` names the adapter whose saved modules (heads) the model uses. ``reason`` says why
+    the adapters are composed rather than written as one adapter (``composition.json`` records it).
     """
 
     strategy: str
     adapters: dict[str, AdapterState]
     head_from: str
     params: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
 
     @property
     def base_model(self) -> str:
@@ -277,6 +282,9 @@ class Composition:
 
 
 StrategyFn = Callable[[Mapping[str, AdapterState], Any], "AdapterState | Composition"]
+Output = Literal["merge", "stack"]
+OutputFn = Callable[[str, Any], Output]
+"""``output_for(kind, cfg)`` of a ``"by_type"`` strategy: what it returns for adapters of type ``kind``."""
 
 
 @dataclass(frozen=True)
@@ -289,10 +297,20 @@ class Strategy:
     roles: tuple[str, ...]
     optional_roles: tuple[str, ...] = ()
     paper: str = ""
-    output: Literal["merge", "stack"] = "merge"
+    output: Literal["merge", "stack", "by_type"] = "merge"
     summary: str = ""
     identity: Mapping[str, Any] | None = None
     """Parameters at which the strategy returns the task adapter exactly (``t = 0``...); ``None`` if none do."""
+    resolve_output: OutputFn | None = None
+    """For ``output="by_type"``: ``(kind, cfg) → "merge" | "stack"`` (see the module docstring)."""
+
+    def output_for(self, kind: str, params: Mapping[str, Any] | StrategyConfig | None = None) -> Output:
+        """What the strategy returns for adapters of type ``kind`` under ``params``: ``"merge"`` (an
+        ``AdapterState``) or ``"stack"`` (a :class:`Composition`)."""
+        if self.output != "by_type":
+            return self.output
+        assert self.resolve_output is not None  # register_strategy refuses "by_type" without one
+        return self.resolve_output(kind, self.make_config(params))
 
     def select(self, adapters: Mapping[str, T]) -> dict[str, T]:
         """The entries of ``adapters`` (role → state, path...) whose role this strategy takes, required or
@@ -341,23 +359,29 @@ def register_strategy(
     roles: tuple[str, ...],
     optional_roles: tuple[str, ...] = (),
     paper: str = "",
-    output: Literal["merge", "stack"] = "merge",
+    output: Literal["merge", "stack", "by_type"] = "merge",
     identity: Mapping[str, Any] | None = None,
+    output_for: OutputFn | None = None,
 ) -> Callable[[StrategyFn], StrategyFn]:
     """Register the decorated function in ``STRATEGIES`` under ``name`` with its declarations.
 
     The first paragraph of the function's docstring becomes the strategy's summary. ``identity`` names the
     parameters at which the strategy must return the task adapter unchanged; the contract tests check it.
+    ``output_for`` is required with ``output="by_type"`` and refused otherwise.
     """
     for role in (*roles, *optional_roles):
         if role not in ROLES:
             raise ConfigError(f"strategy {name!r} declares unknown role {role!r}; known roles: {sorted(ROLES)}")
+    if output not in ("merge", "stack", "by_type"):
+        raise ConfigError(f"strategy {name!r}: output must be 'merge', 'stack' or 'by_type', got {output!r}")
+    if (output == "by_type") != (output_for is not None):
+        raise ConfigError(f"strategy {name!r}: output='by_type' needs output_for(kind, cfg), and only it takes one")
 
     def deco(fn: StrategyFn) -> StrategyFn:
         doc = inspect.getdoc(fn) or ""
         summary = " ".join(doc.split("\n\n", 1)[0].split())
         STRATEGIES.add(
-            name, Strategy(name, fn, config, roles, optional_roles, paper, output, summary, identity)
+            name, Strategy(name, fn, config, roles, optional_roles, paper, output, summary, identity, output_for)
         )
         return fn
 

@@ -14,11 +14,20 @@ Kinds and what the harness does with them:
 * ``generation``: decoders generate greedily after the prompt; :meth:`Task.extract_answer` reads **only the
   generated continuation** and the metric compares it with ``Example.references``.
 * ``language_modeling``: reference tasks; ``Example.prompt`` holds raw text and training packs it into chunks.
+
+**Encoder text templates.** ``Example.text`` / ``Example.text_pair`` are exactly what an encoder reads: a task
+with an encoder template option (``text_template``, ``text_pair_template``) renders it in ``format`` with
+:func:`render_text_template`, and training (``training._encoding``) and evaluation (``evaluation.classify``) both
+take the encoder's input from :func:`encoder_inputs`, then call the tokenizer the same way
+(``tokenizer(texts, pairs, truncation=True, max_length=n)``), so the two paths cannot diverge. Template syntax:
+``str.format`` fields by name, ``{text}``, ``{text_pair}`` or any column of the example (``"query: {text}"``,
+``"{title}: {text}"``); ``{{`` and ``}}`` are literal braces; attribute and index access are refused.
 """
 
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -29,7 +38,19 @@ if TYPE_CHECKING:
     import datasets
     import torchmetrics
 
-__all__ = ["SPLITS", "DataFiles", "Example", "Task", "TaskKind", "check_tuning_split", "get_task", "load_local"]
+__all__ = [
+    "SPLITS",
+    "DataFiles",
+    "Example",
+    "Task",
+    "TaskKind",
+    "check_text_template",
+    "check_tuning_split",
+    "encoder_inputs",
+    "get_task",
+    "load_local",
+    "render_text_template",
+]
 
 TaskKind = Literal["classification", "multiple_choice", "generation", "language_modeling"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -52,9 +73,9 @@ class Example:
     references: tuple[str, ...] = ()
     """Acceptable answers for generation metrics (several for extractive QA)."""
     text: str | None = None
-    """First input segment for encoder classifiers."""
+    """First input segment for encoder classifiers, as the encoder reads it (its template applied)."""
     text_pair: str | None = None
-    """Second input segment for encoder classifiers (premise/hypothesis, sentence pairs)."""
+    """Second input segment for encoder classifiers (premise/hypothesis, sentence pairs), template applied."""
 
 
 @dataclass(frozen=True)
@@ -211,3 +232,66 @@ def check_tuning_split(split: str, allow_test: bool) -> None:
             "tuning on split 'test' is refused: tune on 'validation' (--split validation), or pass "
             "allow_test=True (--allow-test) if this is deliberate"
         )
+
+
+def check_text_template(template: str, option: str) -> tuple[str, ...]:
+    """The field names of encoder text template ``template`` (task option ``option``), in order.
+
+    Raises:
+        ConfigError: not a string, malformed braces, a positional (``{}``), attribute or index field, or no
+            field at all (every input would be the same text); the option is named.
+    """
+    if not isinstance(template, str):
+        raise ConfigError(f"task option `{option}` must be a template string such as '{{text}}', got {template!r}")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"task option `{option}` is not a valid template ({exc}); write fields as {{name}} and "
+                          f"literal braces as {{{{ }}}}, got {template!r}") from None
+    names = tuple(name for _, name, _, _ in parsed if name is not None)
+    for name in names:
+        if not name.isidentifier():
+            raise ConfigError(f"task option `{option}`: template fields are column names such as {{text}}; "
+                              f"got {{{name}}} in {template!r}")
+    if not names:
+        raise ConfigError(f"task option `{option}` must name at least one field (e.g. 'query: {{text}}'), "
+                          f"got {template!r}")
+    return names
+
+
+def render_text_template(template: str, fields: Mapping[str, Any], *, option: str, task: str) -> str:
+    """``template`` filled from ``fields`` (the example's columns plus ``text``/``text_pair``).
+
+    Raises:
+        ConfigError: a field the example lacks (the option, the field and the available ones are named).
+    """
+    for name in check_text_template(template, option):
+        if name not in fields:
+            raise ConfigError(f"task {task!r}: option `{option}` ({template!r}) names field {name!r}, which the "
+                              f"examples lack; available: {', '.join(sorted(fields))}")
+    try:
+        return template.format_map({k: "" if v is None else v for k, v in fields.items()})
+    except (KeyError, ValueError, IndexError) as exc:  # a nested field or bad spec inside a format spec
+        raise ConfigError(f"task {task!r}: option `{option}` ({template!r}) cannot be filled: {exc!r}") from None
+
+
+def encoder_inputs(examples: Sequence[Example], *, where: str) -> tuple[list[str], list[str] | None]:
+    """``(texts, pairs)`` an encoder classifier reads for ``examples``: ``Example.text`` and, when every example
+    has one, ``Example.text_pair`` (``None`` when none has). The one source of encoder input for training and
+    evaluation (module docstring); ``where`` names the caller in errors.
+
+    Raises:
+        ConfigError: an example without ``text``, or ``text_pair`` set on some examples only.
+    """
+    missing = [i for i, ex in enumerate(examples) if ex.text is None]
+    if missing:
+        raise ConfigError(f"{where}: encoder classification reads Example.text, which examples {missing[:5]} lack; "
+                          "the task's format must set it")
+    with_pair = [ex.text_pair is not None for ex in examples]
+    if any(with_pair) and not all(with_pair):
+        first = with_pair.index(not with_pair[0])
+        raise ConfigError(f"{where}: Example.text_pair must be set for every example or for none; example 0 "
+                          f"{'has' if with_pair[0] else 'lacks'} it, example {first} does not")
+    texts = [str(ex.text) for ex in examples]
+    pairs = [str(ex.text_pair) for ex in examples] if with_pair and all(with_pair) else None
+    return texts, pairs

@@ -3,7 +3,8 @@
 Subclasses set ``name``, ``required_columns`` (the two text columns first, then ``label``), ``label_names``,
 ``hub_languages`` (the dataset's configs) and their dataclass fields (dataset id, revision, languages,
 ``num_labels``, ``template``); every split of every language exists. Decoders score the template's verbalised
-choices; encoders read ``(text, text_pair)`` from the two text columns.
+choices; encoders read ``(text, text_pair)`` from the two text columns through ``text_template`` and
+``text_pair_template`` (default: the columns unchanged).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from adamergex.task import Example, Task, TaskKind
+from adamergex.task import Example, Task, TaskKind, check_text_template, render_text_template
 
 from . import _hub
 from ._common import config_for, gold_label
@@ -35,10 +36,19 @@ class PairClassificationTask(Task):
     """Languages that are configs of the Hub dataset."""
 
     template: str = ""
-    """Prompt template name (see ``adamergex.tasks._prompts``)."""
+    """Decoder prompt template name (see ``adamergex.tasks._prompts``)."""
+    # Deliberately the same two options as text_classification's (a task imports only the task contract).
+    text_template: str = "{text}"
+    """Encoder first segment: a template over the columns and ``{text}`` (the first text column), e.g.
+    ``"query: {text}"``; applied identically in training and evaluation (``{{``/``}}`` are literal braces)."""
+    text_pair_template: str = "{text_pair}"
+    """Encoder second segment: a template over the columns, ``{text}`` and ``{text_pair}`` (the second text
+    column), e.g. ``"query: {text_pair}"``."""
 
     def __post_init__(self) -> None:
         get_template(self.name, self.template)
+        check_text_template(self.text_template, "text_template")
+        check_text_template(self.text_pair_template, "text_pair_template")
 
     def hub_source(self, language: str, split: str) -> _hub.HubSource:
         """Where ``split`` of ``language`` lives on the Hub (every split of every language exists)."""
@@ -56,13 +66,15 @@ class PairClassificationTask(Task):
         )
         label = gold_label(example["label"], self.num_labels, task=self.name)
         first, second = self.required_columns[:2]
+        fields = {**example, "text": example[first], "text_pair": example[second]}
         return Example(
             prompt=prompt,
             target=choices[label] if label is not None else "",
             choices=choices,
             label=label,
-            text=example[first],
-            text_pair=example[second],
+            text=render_text_template(self.text_template, fields, option="text_template", task=self.name),
+            text_pair=render_text_template(self.text_pair_template, fields, option="text_pair_template",
+                                           task=self.name),
         )
 
     def metric(self) -> torchmetrics.Metric:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from adamergex.errors import ConfigError
 from adamergex.task import Example, Task, TaskKind
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     import datasets
     import torchmetrics
 
-__all__ = ["TextReferenceTask", "WikipediaReferenceTask", "check_mlm_probability"]
+__all__ = ["PACKINGS", "TextReferenceTask", "WikipediaReferenceTask", "check_mlm_probability"]
+
+PACKINGS = ("stream", "lines", "lines_packed")
 
 
 def _check_positive(name: str, value: object) -> None:
@@ -37,16 +39,25 @@ def check_mlm_probability(value: object) -> None:
 
 @dataclass(frozen=True)
 class TextReferenceTask(Task):
-    """Language modelling on raw text: ``format`` returns ``Example(prompt=text)``; training packs it."""
+    """Language modelling on raw text: ``format`` returns ``Example(prompt=text)``; training packs it as
+    ``packing`` says."""
 
     kind: ClassVar[TaskKind] = "language_modeling"
     required_columns: ClassVar[tuple[str, ...]] = ("text",)
 
     chunk_length: int = 512
-    """Tokens per training chunk; documents are packed end to end with EOS between them (``tasks._packing``)."""
+    """Tokens per training item (chunk), special tokens included."""
+    packing: Literal["stream", "lines", "lines_packed"] = "stream"
+    """How text becomes items: ``stream`` packs every line (document) end to end, EOS (SEP for masked LM) between,
+    and cuts full ``chunk_length`` chunks (a line may span two); ``lines`` makes one item per non-empty line,
+    truncated to ``chunk_length`` and padded (padding ignored by the loss), for sentence- or verse-aligned
+    corpora; ``lines_packed`` gathers whole lines, in order, into items of at most ``chunk_length`` (never
+    splitting a line; lines in one item attend to each other, as in ``stream``), then pads."""
 
     def __post_init__(self) -> None:
         _check_positive("chunk_length", self.chunk_length)
+        if self.packing not in PACKINGS:
+            raise ConfigError(f"packing must be one of {list(PACKINGS)}, got {self.packing!r}")
 
     def format(self, example: Mapping[str, Any]) -> Example:
         text = example["text"]

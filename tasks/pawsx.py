@@ -26,7 +26,8 @@ _HUB_LANGUAGES = ("de", "en", "es", "fr", "ja", "ko", "zh")
 class PawsxTask(PairClassificationTask):
     """PAWS-X as binary classification: decoders score " No" / " Yes"; encoders read (sentence1, sentence2).
 
-    Template fields: the raw columns ``sentence1``, ``sentence2``.
+    Template fields: the raw columns ``sentence1``, ``sentence2``; the encoder templates also have ``text`` (``sentence1``) and
+    ``text_pair`` (``sentence2``).
     """
 
     name: ClassVar[str] = "pawsx"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from adamergex.errors import ConfigError, UnknownNameError
 from adamergex.registry import TASKS
-from adamergex.task import DataFiles, Example, Task, TaskKind
+from adamergex.task import DataFiles, Example, Task, TaskKind, check_text_template, render_text_template
 
 from ._prompts import get_template
 
@@ -30,8 +30,8 @@ __all__ = ["TextClassificationTask"]
 class TextClassificationTask(Task):
     """Classification from local files: decoders score ``" <label name>"``, encoders read (text, text_pair).
 
-    Template fields: the raw columns plus ``text`` and ``text_pair`` (the values of ``text_column`` and
-    ``text_pair_column``).
+    Template fields (decoder ``template`` and encoder ``text_template``/``text_pair_template``): the raw columns
+    plus ``text`` and ``text_pair`` (the values of ``text_column`` and ``text_pair_column``).
     """
 
     name: ClassVar[str] = "text_classification"
@@ -46,7 +46,14 @@ class TextClassificationTask(Task):
     labels: tuple[str, ...] = ()
     """Verbalised class names in class-id order; decoders score ``" " + name`` after the prompt."""
     template: str | None = None
-    """Prompt template name; ``None`` picks ``label`` for single texts and ``label_pair`` for pairs."""
+    """Decoder prompt template name; ``None`` picks ``label`` for single texts and ``label_pair`` for pairs."""
+    text_template: str = "{text}"
+    """Encoder input: a template over the example's columns and ``{text}`` (the text column), e.g. ``"query: {text}"``
+    for an encoder trained with that prefix; applied identically in training and evaluation (``{{``/``}}`` are
+    literal braces)."""
+    text_pair_template: str = "{text_pair}"
+    """Encoder second segment of a pair: a template over the columns, ``{text}`` and ``{text_pair}`` (the
+    ``text_pair_column``), e.g. ``"passage: {text_pair}"``; only with ``text_pair_column``."""
 
     def __post_init__(self) -> None:
         if len(set(self.labels)) != len(self.labels):
@@ -58,6 +65,16 @@ class TextClassificationTask(Task):
                 f"num_labels must equal the number of labels ({len(self.labels)}), got {self.num_labels}"
             )
         get_template(self.name, self.template_name)
+        names = check_text_template(self.text_template, "text_template")
+        check_text_template(self.text_pair_template, "text_pair_template")
+        if self.text_pair_column is None and "text_pair" in names:
+            raise ConfigError(f"text_template {self.text_template!r} names {{text_pair}}, which single texts lack; "
+                              "set text_pair_column, or leave {text_pair} out")
+        if self.text_pair_column is None and self.text_pair_template != "{text_pair}":
+            raise ConfigError(
+                f"text_pair_template applies to text pairs; set text_pair_column too, or leave text_pair_template "
+                f"at '{{text_pair}}' (got {self.text_pair_template!r})"
+            )
 
     @property
     def template_name(self) -> str:
@@ -134,8 +151,9 @@ class TextClassificationTask(Task):
             target=choices[label] if label is not None else "",
             choices=choices,
             label=label,
-            text=text,
-            text_pair=text_pair,
+            text=render_text_template(self.text_template, fields, option="text_template", task=self.name),
+            text_pair=None if text_pair is None else render_text_template(
+                self.text_pair_template, fields, option="text_pair_template", task=self.name),
         )
 
     def metric(self) -> torchmetrics.Metric:

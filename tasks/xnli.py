@@ -25,7 +25,8 @@ _HUB_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "t
 class XnliTask(PairClassificationTask):
     """XNLI as classification: decoders score " True" / " Neither" / " False"; encoders read (premise, hypothesis).
 
-    Template fields: the raw columns ``premise``, ``hypothesis``.
+    Template fields: the raw columns ``premise``, ``hypothesis``; the encoder templates also have ``text`` (``premise``) and
+    ``text_pair`` (``hypothesis``).
     """
 
     name: ClassVar[str] = "xnli"

@@ -51,6 +51,11 @@ class AdapterType:
     """PEFT's ``peft_type`` value this type reads and writes (``LORA``, ``IA3``)."""
     structure: ClassVar[Structure]
     """How adapters of this type combine (see module docstring)."""
+    parallel_merge: ClassVar[bool] = False
+    """Whether two adapters of this type active at once in PEFT compute exactly what the single adapter
+    ``merge([(a, 1), (b, 1)])`` computes (LoRA, LoHa/LoKr: PEFT adds their updates; (IA)³: PEFT multiplies their
+    vectors). ``madx_stack`` then writes that one adapter instead of a composition. ``False`` (the default, and
+    DoRA's) keeps the composition: an adapter type must show, in a test against PEFT's forward, that it holds."""
 
     # -- PEFT format -----------------------------------------------------------------------------------------
     def from_peft(

@@ -58,6 +58,7 @@ class IA3Adapter(AdapterType):
     name = "ia3"
     peft_type = "IA3"
     structure = "multiplicative"
+    parallel_merge = True  # PEFT: ia3_scaling = Πₐ lₐ over active adapters = one (IA)³ of l₁ ⊙ l₂
 
     # -- PEFT format -----------------------------------------------------------------------------------------
     def from_peft(self, config: dict[str, Any], weights: Any, *, source: str) -> AdapterState:

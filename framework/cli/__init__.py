@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "score an adapter (or merge output) per language on a task",
     "merge": "merge adapters with a registered strategy into a PEFT adapter directory",
     "strategies": "list registered strategies with roles, parameters and papers",
+    "tasks": "list registered tasks with kinds, data, metrics and options (tasks NAME: one in full)",
     "train": "train a PEFT adapter on a task and language with Lightning",
     "tune": "tune a strategy's merge parameters with Optuna on a validation split",
 }

@@ -13,11 +13,12 @@ __all__ = ["cli_strategies", "strategy_table"]
 
 
 def _rows() -> list[dict[str, Any]]:
-    from ..registry import STRATEGIES
+    from ..registry import ADAPTERS, STRATEGIES
 
     return [{
         "name": name,
         "output": strat.output,
+        "output_by_adapter_type": {kind: strat.output_for(kind) for kind in ADAPTERS.names()},
         "roles": list(strat.roles),
         "optional_roles": list(strat.optional_roles),
         "paper": strat.paper,
@@ -49,7 +50,12 @@ def cli_strategies(argv: list[str]) -> int:
         return 0
     for row in _rows():
         roles = ", ".join(row["roles"] + [f"[{r}]" for r in row["optional_roles"]])
-        print(f"{row['name']}  ({row['output']}; roles: {roles})")
+        output = row["output"]
+        if output == "by_type":  # say which types get which
+            by = row["output_by_adapter_type"]
+            output = "; ".join(f"{o} for {', '.join(k for k in by if by[k] == o)}" for o in ("merge", "stack")
+                               if o in by.values())
+        print(f"{row['name']}  ({output}; roles: {roles})")
         print(f"    {row['summary']}")
         if row["paper"]:
             print(f"    paper: {row['paper']}")

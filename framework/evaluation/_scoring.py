@@ -46,6 +46,7 @@ from ._batching import (
     model_max_length,
 )
 from ..errors import ConfigError
+from ..task import encoder_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -385,20 +386,11 @@ def classify(
     max_length: int | None = None,
     progress: str | None = None,
 ) -> list[int]:
-    """Argmax of a sequence classifier's logits on ``(text, text_pair)`` of each example (right-padded)."""
+    """Argmax of a sequence classifier's logits on ``(text, text_pair)`` of each example (right-padded), read
+    through :func:`adamergex.task.encoder_inputs` exactly as training reads them."""
     if not examples:
         return []
-    missing = [i for i, ex in enumerate(examples) if ex.text is None]
-    if missing:
-        raise ConfigError(
-            f"encoder classification reads Example.text, which examples {missing[:5]} lack; the task's format "
-            "must set it"
-        )
-    with_pair = [ex.text_pair is not None for ex in examples]
-    if any(with_pair) and not all(with_pair):
-        raise ConfigError("Example.text_pair must be set for every example or for none")
-    texts = [str(ex.text) for ex in examples]
-    pairs = [str(ex.text_pair) for ex in examples] if all(with_pair) else None
+    texts, pairs = encoder_inputs(examples, where="evaluation")
     max_len = model_max_length(model, tokenizer, max_length)
     encoded = tokenizer(texts, pairs, truncation=True, max_length=max_len)
     columns = {k: encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded}

@@ -8,11 +8,14 @@ deterministic order. The objective follows from the model being trained:
 objective                   task kinds             what one training item is
 ==========================  =====================  ====================================================
 ``causal_lm``               ``language_modeling``  documents packed end to end (EOS between) into chunks of
-                                                   ``max_length`` tokens; loss on every token
+                                                   ``max_length`` tokens; loss on every token. With the task's
+                                                   ``packing="lines"``: one padded item per line (or
+                                                   ``"lines_packed"``: whole lines per item); loss off padding
 ``causal_lm``               other kinds            ``prompt`` + ``target`` (or ``choices[label]``) + EOS;
                                                    labels ``-100`` on the prompt, loss on the target only
 ``masked_lm``               ``language_modeling``  packed chunks wrapped in CLS/SEP, 15% of tokens selected
-                                                   (80% mask / 10% random / 10% kept); labels only there
+                                                   (80% mask / 10% random / 10% kept); labels only there.
+                                                   ``packing`` as for ``causal_lm`` (``[CLS] line [SEP]``)
 ``sequence_classification`` ``classification``     ``(Example.text, Example.text_pair)`` → ``Example.label``
 ``seq2seq_lm``              other kinds            encoder input ``prompt``, decoder labels ``target``
 ==========================  =====================  ====================================================
@@ -48,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..errors import ConfigError
 from ..models import Objective
 from ..task import DataFiles, Example, Task, get_task
-from ._encoding import IGNORE_INDEX, data_fingerprint, encode_examples
+from ._encoding import IGNORE_INDEX, Packing, data_fingerprint, encode_examples
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -318,6 +321,12 @@ class TaskDataModule(pl.LightningDataModule):
             return self.mlm_probability
         return float(getattr(self.task, "mlm_probability", 0.15))
 
+    @property
+    def resolved_packing(self) -> Packing:
+        """The task's ``packing`` (reference tasks), else ``stream``; only language modelling reads it."""
+        packing: Packing = getattr(self.task, "packing", "stream")
+        return packing
+
     def _files_for(self, language: str) -> DataFiles | None:
         files: Any = self.data_files
         if files is None or isinstance(files, str) or len(self.languages) == 1:
@@ -342,7 +351,7 @@ class TaskDataModule(pl.LightningDataModule):
         return encode_examples(
             examples, tokenizer=self.tokenizer, objective=self.objective, task_kind=self.task.kind,
             task_name=self.task.name, max_length=self.resolved_max_length, seed=seed,
-            mlm_probability=self.resolved_mlm_probability,
+            mlm_probability=self.resolved_mlm_probability, packing=self.resolved_packing,
         )
 
     def _cache_key(self) -> tuple[Any, ...] | None:
@@ -394,6 +403,8 @@ class TaskDataModule(pl.LightningDataModule):
             "objective": self.objective, "max_length": self.resolved_max_length,
             "tokenizer": type(self.tokenizer).__name__, "vocab_size": len(self.tokenizer),
         }
+        if self.resolved_packing != "stream":  # absent for stream, so earlier fingerprints stay valid
+            header["packing"] = self.resolved_packing
         self.fingerprint = data_fingerprint(items, header)
         if self.val_split is not None:
             val = self.load_examples(self.val_split, self.val_limit)

@@ -9,21 +9,24 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..models import OBJECTIVES, Objective
-from ..packing import pack_token_ids
-from ..task import Example
+from ..packing import group_segments, pack_token_ids
+from ..task import Example, encoder_inputs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["IGNORE_INDEX", "data_fingerprint", "encode_examples", "mask_tokens"]
+__all__ = ["IGNORE_INDEX", "PACKINGS", "Packing", "data_fingerprint", "encode_examples", "mask_tokens"]
 
 IGNORE_INDEX = -100
+Packing = Literal["stream", "lines", "lines_packed"]
+PACKINGS: tuple[str, ...] = ("stream", "lines", "lines_packed")
+"""Language-modelling item shapes (``encode_examples``; the reference tasks' ``packing`` option)."""
 
 
 def mask_tokens(
@@ -76,15 +79,26 @@ def encode_examples(
     max_length: int = 512,
     seed: int = 0,
     mlm_probability: float = 0.15,
+    packing: Packing = "stream",
 ) -> list[dict[str, Any]]:
     """Token ids for ``objective`` (see the module table); one dict of numpy arrays / ints per training item.
 
+    ``packing`` shapes language-modelling items (the reference tasks' option of that name): ``stream`` cuts the
+    documents joined end to end into full chunks of ``max_length``; ``lines`` makes one item per non-empty
+    example (line), ``(ids + [EOS])[:max_length]`` for a causal LM and ``[CLS] + ids[:max_length − 2] + [SEP]``
+    for a masked LM; ``lines_packed`` gathers those per-line segments (causal: ``ids + [EOS]``; masked:
+    ``ids + [SEP]`` after one ``[CLS]``) in order into items of at most ``max_length`` without splitting one.
+    Line items carry ``labels`` (the collator pads them with -100, so padding never enters the loss).
+
     Raises:
         ConfigError: the objective cannot train on this task kind, an example lacks what the objective needs,
-            the tokenizer lacks a needed special token, or the text is too short for one packed chunk.
+            the tokenizer lacks a needed special token, an unknown ``packing``, or the text is too short for
+            one packed chunk (or has no non-empty line).
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective {objective!r}; available: {', '.join(OBJECTIVES)}")
+    if packing not in PACKINGS:
+        raise ConfigError(f"packing must be one of {list(PACKINGS)}, got {packing!r}")
     if max_length < 2:
         raise ConfigError(f"max_length must be at least 2 tokens, got {max_length}")
     lm = task_kind == "language_modeling"
@@ -100,6 +114,10 @@ def encode_examples(
     if objective == "causal_lm" and lm:
         eos = tokenizer.eos_token_id
         docs = _tokenize(tokenizer, [e.prompt for e in examples], special=False)
+        if packing != "stream":  # a truncated line keeps no EOS: it did not end there
+            segments = [(list(d) + ([eos] if eos is not None else []))[:max_length] for d in docs if len(d)]
+            lines = _line_items(segments, max_length, packing, task_name)
+            return [{"input_ids": ids, "labels": ids.copy()} for ids in lines]
         chunks = pack_token_ids(docs, max_length, eos)
         _check_chunks(chunks, docs, max_length, task_name)
         return [{"input_ids": c} for c in chunks]
@@ -111,12 +129,18 @@ def encode_examples(
         sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
         inner = max_length - (cls is not None) - (sep is not None)
         docs = _tokenize(tokenizer, [e.prompt for e in examples], special=False)
-        chunks = pack_token_ids(docs, inner, sep)
-        _check_chunks(chunks, docs, max_length, task_name)
+        if packing != "stream":  # [CLS] line [SEP] (line …): a truncated line still closes with SEP, as BERT's do
+            segments = [list(d)[:inner] + ([sep] if sep is not None else []) for d in docs if len(d)]
+            pieces: Sequence[np.ndarray] = _line_items(segments, max_length - (cls is not None), packing, task_name)
+        else:
+            stream = pack_token_ids(docs, inner, sep)  # (n, inner)
+            _check_chunks(stream, docs, max_length, task_name)
+            pieces = list(stream)
         specials = [int(i) for i in tokenizer.all_special_ids]
         items = []
-        for index, chunk in enumerate(chunks):
-            ids = np.concatenate([[cls] if cls is not None else [], chunk, [sep] if sep is not None else []])
+        closing = [sep] if sep is not None and packing == "stream" else []  # line segments carry their own SEP
+        for index, chunk in enumerate(pieces):
+            ids = np.concatenate([[cls] if cls is not None else [], chunk, closing])
             rng = np.random.default_rng([seed, index])
             masked, labels = mask_tokens(
                 ids.astype(np.int64), mask_id=int(tokenizer.mask_token_id), vocab_size=len(tokenizer),
@@ -126,19 +150,25 @@ def encode_examples(
         return items
 
     if objective == "sequence_classification":
+        unlabelled = [i for i, e in enumerate(examples) if e.label is None]
+        if unlabelled:
+            raise ConfigError(
+                f"task {task_name!r} examples {unlabelled[:5]} have no Example.label; encoder classification "
+                "trains on labelled examples only"
+            )
+        # the encoder's input comes from the one function evaluation uses too (adamergex.task.encoder_inputs)
+        texts, pairs = encoder_inputs(examples, where=f"task {task_name!r}")
         items = []
-        for i, e in enumerate(examples):
-            if e.text is None or e.label is None:
-                missing = "text" if e.text is None else "label"
-                raise ConfigError(
-                    f"task {task_name!r} example {i} has no Example.{missing}; encoder classification needs "
-                    "Example.text (and optionally text_pair) and Example.label"
-                )
-            enc = tokenizer(e.text, e.text_pair, truncation=True, max_length=max_length)
-            item: dict[str, Any] = {"input_ids": np.asarray(enc["input_ids"], dtype=np.int64), "labels": int(e.label)}
-            if "token_type_ids" in enc:
-                item["token_type_ids"] = np.asarray(enc["token_type_ids"], dtype=np.int64)
-            items.append(item)
+        for start in range(0, len(texts), 1000):  # batched calls keep fast tokenizers fast
+            stop = start + 1000
+            enc = tokenizer(texts[start:stop], pairs[start:stop] if pairs is not None else None, truncation=True,
+                            max_length=max_length)
+            for j, e in enumerate(examples[start:stop]):
+                item: dict[str, Any] = {"input_ids": np.asarray(enc["input_ids"][j], dtype=np.int64),
+                                        "labels": int(e.label)}  # type: ignore[arg-type]  # checked above
+                if "token_type_ids" in enc:
+                    item["token_type_ids"] = np.asarray(enc["token_type_ids"][j], dtype=np.int64)
+                items.append(item)
         return items
 
     targets = [_target_of(e, task_name) for e in examples]
@@ -163,6 +193,15 @@ def encode_examples(
         labels = np.asarray([IGNORE_INDEX] * len(prm) + tgt, dtype=np.int64)
         items.append({"input_ids": ids, "labels": labels})
     return items
+
+
+def _line_items(segments: list[list[int]], budget: int, packing: str, task_name: str) -> list[np.ndarray]:
+    """One item per segment (``lines``) or whole segments grouped up to ``budget`` tokens (``lines_packed``)."""
+    if not segments:
+        raise ConfigError(f"task {task_name!r}: the training text has no non-empty line to train on")
+    if packing == "lines":
+        return [np.asarray(seg, dtype=np.int64) for seg in segments]
+    return group_segments(segments, budget)
 
 
 def _check_chunks(chunks: np.ndarray, docs: Sequence[Sequence[int]], length: int, task_name: str) -> None:

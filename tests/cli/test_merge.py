@@ -38,10 +38,13 @@ def test_merge_writes_a_peft_adapter_with_provenance(dirs: dict[str, Path], tmp_
     assert json.loads(capsys.readouterr().out)["compression"]["rank"] == 4
 
 
-def test_stack_strategy_writes_a_composition(dirs: dict[str, Path], tmp_path: Path) -> None:
-    assert run(dirs, tmp_path / "out", "--strategy", "madx_stack") == 0
+def test_stack_strategy_writes_one_adapter_or_a_composition(dirs: dict[str, Path], tmp_path: Path) -> None:
+    assert run(dirs, tmp_path / "single", "--strategy", "madx_stack") == 0  # LoRA: one exact PEFT adapter
+    assert load_adapter(tmp_path / "single").metadata["merge"]["form"] == "single_adapter"
+    assert run(dirs, tmp_path / "out", "--strategy", "madx_stack", "--param", "form=composition") == 0
     record = json.loads((tmp_path / "out" / "composition.json").read_text())
     assert record["head_from"] == "task" and record["adapters"] == ["ref_target", "task"]
+    assert record["reason"] == "form='composition' was asked for"
 
 
 @pytest.mark.parametrize(
@@ -51,7 +54,8 @@ def test_stack_strategy_writes_a_composition(dirs: dict[str, Path], tmp_path: Pa
         (["--strategy", "adamergex", "--param", "tt=1"], "has no parameter 'tt'"),
         (["--strategy", "adamergex", "--param", "t=-2"], r"t must be in \[0.0, inf\], got -2.0"),
         (["--strategy", "adamergex", "--param", "t"], "--param must look like NAME=VALUE"),
-        (["--strategy", "madx_stack", "--rank", "2"], "rank applies to merged LoRA adapters"),
+        (["--strategy", "madx_stack", "--param", "form=composition", "--rank", "2"],
+         "rank applies to merged LoRA adapters"),
     ],
 )
 def test_bad_input_fails_with_a_message_and_writes_nothing(dirs, tmp_path: Path, capsys, extra, message) -> None:  # noqa: ANN001

@@ -60,6 +60,8 @@ def test_keys_dtype_heads_survive_and_runs_repeat(name: str, trio: dict) -> None
     strat = STRATEGIES.get(name)
     adapters = roles_for(name, trio)
     a, b = strat(adapters), strat(adapters)
+    # what the strategy returns is what it declares for this type (``output_for``: "by_type" strategies too)
+    assert isinstance(a, Composition) == (strat.output_for(trio["task"].kind) == "stack")
     if isinstance(a, Composition):
         assert a.head_from == "task" and a.adapters["task"] is trio["task"]
         assert not a.adapters["ref_target"].saved_modules

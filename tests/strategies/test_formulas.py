@@ -7,6 +7,7 @@ import torch
 
 from adamergex.loading import attach
 from adamergex.registry import ADAPTERS, STRATEGIES
+from adamergex.strategy import Composition
 from tests._adapters import base_model
 
 T = 0.7
@@ -81,13 +82,16 @@ def test_task_arithmetic_formula_and_normalisation(trio: dict) -> None:
 
 
 def test_madx_stack_activates_language_and_task_adapters_together(trio: dict) -> None:
-    comp = STRATEGIES.get("madx_stack")(trio)
+    out = STRATEGIES.get("madx_stack")(trio)
+    comp = STRATEGIES.get("madx_stack")(trio, {"form": "composition"})
     x = torch.randint(0, 61, (2, 5))
     with torch.no_grad():
         stacked = attach(base_model(), comp)(input_ids=x).logits
         if trio["task"].kind == "lora":  # parallel LoRAs add: equals the (task, ref_target) = (1, 1) merge
             merged = STRATEGIES.get("structure_adaptive")({"task": trio["task"], "ref_target": trio["ref_target"]})
             assert torch.allclose(stacked, attach(base_model(), merged)(input_ids=x).logits, atol=1e-5)
+        if not isinstance(out, Composition):  # the one adapter written is the composition, exactly
+            assert torch.allclose(stacked, attach(base_model(), out)(input_ids=x).logits, atol=1e-5)
         task_only = attach(base_model(), trio["task"])(input_ids=x).logits
     assert not torch.allclose(stacked, task_only, atol=1e-4)
 
