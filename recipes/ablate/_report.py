@@ -1,0 +1,2 @@
+"""placeholder"""
+def write_report(*a, **k): raise NotImplementedError
