@@ -176,8 +176,8 @@ class Session:
             from adamergex.training import head_modules
 
             heads = set(head_modules(model))
-            extra = [n for n in new if objective_of(model) == "sequence_classification" and n.split(".")[0] not in heads
-                     and n not in heads]
+            extra = [n for n in new if objective_of(model) == "sequence_classification"
+                     and not any(n == h or n.startswith(h + ".") for h in heads)]
             if extra:  # modules the checkpoint lacked (a pooler) travel with the task adapter, as `train` does
                 options["modules_to_save"] = [*options.get("modules_to_save", []), *extra]
         data = (self.cfg.task if task_role else self.cfg.reference).files(job.language)
@@ -204,6 +204,20 @@ class Session:
             if on_adapter is not None:
                 on_adapter()
         model, tok, _ = self._load("task")
+        try:
+            return self._score(cell, states, keys, model, tok, started)
+        finally:
+            if hasattr(model, "peft_config"):  # an attach that failed midway left PEFT layers: reload next time
+                self._models.pop("task", None)
+                if self.cfg.model.world is not None:
+                    self._models.clear()
+
+    def _score(self, cell: Cell, states: dict[str, Any], keys: dict[str, str], model: Any, tok: Any,
+               started: float) -> dict[str, Any]:
+        from adamergex.evaluation import evaluate
+        from adamergex.merging import merge
+
+        ev = self.cfg.evaluation
         data_files = {cell.target: self.cfg.task.files(cell.target)} if self.cfg.task.files(cell.target) else None
         row: dict[str, Any] = {"cell": cell.id, "adapter_type": cell.adapter, "seed": cell.seed, "target": cell.target,
                                "label": cell.label, "strategy": cell.strategy, "adapters": keys, "split": ev.split}
