@@ -90,7 +90,8 @@ def run_worker(cfg: AblationConfig, raw: Mapping[str, Any], out: Path, cache: Ad
             time.sleep(poll)  # every open cell is running on some worker: wait for it to finish (or go stale)
             continue
         trial = study.ask()
-        cid = trial.suggest_categorical("cell", ids) if "fixed_params" in trial.system_attrs else None
+        fixed = storage.get_trial(trial._trial_id).system_attrs.get("fixed_params", {})
+        cid = trial.suggest_categorical("cell", ids) if "cell" in fixed else None
         if cid is None:  # nothing was waiting: an ask() creates a fresh trial; give it back and wait
             study.tell(trial, state=TrialState.PRUNED)
             time.sleep(poll)
