@@ -20,9 +20,12 @@ from ..errors import FrameworkError
 __all__ = ["COMMANDS", "console", "main"]
 
 COMMANDS: dict[str, str] = {
+    "ablate": "run a whole ablation grid (adapters cached, resumable, many workers) from one YAML file",
+    "cache": "list or prune the adapter cache of adamergex ablate",
     "demo": "run the whole AdaMergeX pipeline on the embedded synthetic world",
     "evaluate": "score an adapter (or merge output) per language on a task",
     "merge": "merge adapters with a registered strategy into a PEFT adapter directory",
+    "report": "write tables (Markdown, CSV, LaTeX) and plots of an adamergex ablate run",
     "strategies": "list registered strategies with roles, parameters and papers",
     "tasks": "list registered tasks with kinds, data, metrics and options (tasks NAME: one in full)",
     "train": "train a PEFT adapter on a task and language with Lightning",
