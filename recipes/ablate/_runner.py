@@ -51,10 +51,10 @@ def _train_one(spec: TrainSpec) -> Any:
     The one call of :func:`adamergex.training.train_adapter` in the runner: a change of its signature is a
     change here only.
     """
-    from adamergex.training import train_adapter, train_reference_head
+    from adamergex.training import TrainingConfig, train_adapter, train_reference_head
 
     r = spec.recipe
-    options: dict[str, Any] = dict(
+    cfg = TrainingConfig.of(
         data_files=spec.data_files, max_steps=r.max_steps, lr=r.lr, batch_size=r.batch_size, grad_accum=r.grad_accum,
         warmup_steps=r.warmup_steps, scheduler=r.scheduler, weight_decay=r.weight_decay,
         group_by_length=r.group_by_length, max_length=r.max_length, limit=r.limit, on_stall=r.on_stall,
@@ -64,9 +64,9 @@ def _train_one(spec: TrainSpec) -> Any:
         # Lightning's deprecation chatter; stalls are recorded in the adapter's metadata (on_stall decides).
         warnings.filterwarnings("ignore", message=r".*(LeafSpec|training loss did not).*")
         if spec.train_head:
-            return train_reference_head(spec.model, spec.tokenizer, spec.task, spec.language, **options)
-        return train_adapter(spec.model, spec.tokenizer, spec.task, spec.language, adapter=spec.adapter,
-                             adapter_options=spec.adapter_options, head=spec.head, **options)
+            return train_reference_head(spec.model, spec.tokenizer, spec.task, spec.language, cfg)
+        return train_adapter(spec.model, spec.tokenizer, spec.task, spec.language, TrainingConfig.of(
+            cfg, adapter=spec.adapter, adapter_options=spec.adapter_options, head=spec.head))
 
 
 def _torch_dtype(name: str) -> Any:
