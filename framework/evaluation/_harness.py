@@ -296,6 +296,19 @@ class _LanguageRequests:
         return _metric_values(metric), [{"prediction": p, "label": g} for p, g in zip(predicted, self.labels)]
 
 
+def _load_examples(
+    task: Task, langs: Sequence[str], split: str, files: Mapping[str, DataFiles | None], limit: int | None, seed: int
+) -> dict[str, list[Example]]:
+    """Every language's formatted examples (all loaded before any scoring: a bad file fails first)."""
+    data: dict[str, list[Example]] = {}
+    for lang in langs:
+        rows = task.load(lang, split, data_files=files[lang], limit=limit, seed=seed)
+        data[lang] = [task.format(row) for row in rows.to_list()]  # one Arrow conversion, not one per row
+        if not data[lang]:
+            raise ConfigError(f"task {task.name!r} has no {split} examples for {lang!r}")
+    return data
+
+
 def _jsonable(value: Any) -> Any:
     """``value`` with anything JSON cannot hold (paths, tuples) as strings or lists."""
     return json.loads(json.dumps(value, default=str))
@@ -378,14 +391,10 @@ def evaluate(
         "versions": package_versions("adamergex", "torch", "transformers", "peft"),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    data: dict[str, list[Example]] = {}
-    for lang in langs:  # every language's data first: a bad file fails before any scoring
-        rows = task_obj.load(lang, split, data_files=files[lang], limit=limit, seed=seed)
-        data[lang] = [task_obj.format(row) for row in rows.to_list()]  # one Arrow conversion, not one per row
-        if not data[lang]:
-            raise ConfigError(f"task {task_obj.name!r} has no {split} examples for {lang!r}")
-        record["examples"][lang] = len(data[lang])
-        record["examples_sha256"][lang] = _examples_hash(data[lang])
+    data = _load_examples(task_obj, langs, split, files, limit, seed)
+    for lang, examples in data.items():
+        record["examples"][lang] = len(examples)
+        record["examples_sha256"][lang] = _examples_hash(examples)
     scores: dict[str, dict[str, float]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
     requests = {
