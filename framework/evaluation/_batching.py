@@ -85,12 +85,16 @@ def _inference(model: Any) -> Iterator[None]:
     import torch
 
     was_training = bool(getattr(model, "training", False))
-    model.eval()
+    # Switching modes walks every module; a model already all in eval mode (every tuning trial) is left alone.
+    switch = any(m.training for m in model.modules())
+    if switch:
+        model.eval()
     try:
         with torch.inference_mode():
             yield
     finally:
-        model.train(was_training)
+        if switch:
+            model.train(was_training)
 
 
 def _progress(total: int, desc: str | None) -> Any:
@@ -215,6 +219,8 @@ class _SequencePlan:
         rows_ids, members = list(by_input), list(by_input.values())
         keep = [max(n_conts[i] for i in m) for m in members]
         self.size = len(seqs)
+        self._model: Any = None
+        self._params: set[str] = set()
         self.batches: list[_Batch] = []
         for idx in _batches([len(r) for r in rows_ids], batch_size):
             k = max(keep[r] for r in idx)
@@ -240,7 +246,9 @@ class _SequencePlan:
         """Summed log-probability of each request's continuation under ``model`` (call in :func:`_inference`)."""
         import torch
 
-        params = _forward_params(model)
+        if self._model is not model:  # inspect.signature costs a millisecond; a study scores one model
+            self._model, self._params = model, _forward_params(model)
+        params = self._params
         totals = torch.zeros(self.size, dtype=torch.float64)  # (R,) summed log-probability per request
         with _progress(len(self.batches), progress) as bar:
             for batch in self.batches:

@@ -19,9 +19,10 @@ one head: it is not written into the slot but attached and detached around its s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..adapter_state import AdapterState
@@ -140,5 +141,19 @@ class PreparedEvaluation:
     def _carrying(self, adapter: AdapterState | Composition | None) -> Any:
         if isinstance(adapter, AdapterState):
             return self.slot.carrying(adapter)
-        # A composition activates several adapters and picks a head: attached per call, as evaluate() does.
-        return attached(self.model, adapter, check_base_model=self.check_base_model)
+        return self._attached(adapter)
+
+    @contextlib.contextmanager
+    def _attached(self, adapter: Composition | None) -> Iterator[Any]:
+        """A composition activates several adapters and picks a head: attached per call, as evaluate() does,
+        with ``requires_grad`` and train/eval modes given back as they were (PEFT's wrapping changes them)."""
+        grad = [(p, p.requires_grad) for p in self.model.parameters()]
+        modes = [(m, m.training) for m in self.model.modules()]
+        try:
+            with attached(self.model, adapter, check_base_model=self.check_base_model) as live:
+                yield live
+        finally:
+            for param, flag in grad:
+                param.requires_grad_(flag)
+            for module, mode in modes:
+                module.training = mode

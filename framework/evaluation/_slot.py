@@ -90,9 +90,9 @@ class AdapterSlot:
         self._layouts: dict[str, _Layout] = {}
         self._installed: list[tuple[Any, str, Any, Any]] = []  # (parent, child name, PEFT module, base module)
         self._config_attr: Any = None
-        self._grad: list[tuple[Any, bool]] = []
         self._active: str | None = None
         self._inside = False
+        self._modules: list[Any] | None = None
 
     @property
     def layouts(self) -> int:
@@ -101,7 +101,8 @@ class AdapterSlot:
 
     @contextlib.contextmanager
     def carrying(self, state: AdapterState) -> Iterator[Any]:
-        """The model carrying ``state`` (a ``PeftModel``, in eval mode) inside the block; bare after it.
+        """``model`` carrying ``state`` inside the block (the PEFT layers installed in it; its train/eval mode is
+        left as it was, and the scoring primitives switch to eval themselves); the bare model after it.
 
         Raises:
             ConfigError: ``model`` already carries PEFT adapters, or the slot is in use.
@@ -118,7 +119,8 @@ class AdapterSlot:
         config = _peft_config(state, keep_heads=True)
         _, weights = ADAPTERS.get(state.kind).to_peft(state)
         key = layout_key(config, weights)
-        modes = [(m, m.training) for m in self.model.modules()]
+        modes = [m.training for m in self._bare_modules()]
+        grad = [(p, p.requires_grad) for p in self.model.parameters()]  # PEFT's wrapping and set_adapter change them
         self._inside = True
         self._install()
         try:
@@ -127,12 +129,15 @@ class AdapterSlot:
             if self._active != layout.name:
                 self._peft.set_adapter(layout.name)
                 self._active = layout.name
-            self._peft.eval()
-            yield self._peft
+            # The model itself, its PEFT layers in place: what PeftModel.forward/generate run after their hooks
+            # for adapter_names (unused here), without those hooks' cost on every batch.
+            yield self.model
         finally:
             self._uninstall()
-            for module, mode in modes:
+            for module, mode in zip(self._bare_modules(), modes):
                 module.training = mode
+            for param, flag in grad:
+                param.requires_grad_(flag)
             self._inside = False
 
     def close(self) -> None:
@@ -153,7 +158,6 @@ class AdapterSlot:
             self._drop()
         name = f"slot{len(self._layouts)}"
         if self._peft is None:
-            self._grad = [(p, p.requires_grad) for p in self.model.parameters()]
             self._peft = peft_model(self.model, config, name)
             self._peft_type = config.peft_type
             self.wraps += 1
@@ -162,7 +166,6 @@ class AdapterSlot:
         self._active = None  # add_adapter leaves the active adapter alone; set it for this layout
         _load_weights(self._peft, state, name, keep_heads=True)  # PEFT's loader: every key checked
         self._refresh_installed()
-        self._restore_grad()
         layout = _Layout(name, self._targets(name, state))
         self._layouts[key] = layout
         return layout
@@ -199,6 +202,12 @@ class AdapterSlot:
                     layout.targets[key].copy_(tensor)  # casts to the parameter's dtype, as load_state_dict does
                     layout.written[key] = tensor
 
+    def _bare_modules(self) -> list[Any]:
+        """The bare model's modules (cached: between uses the model is bare, and its structure does not change)."""
+        if self._modules is None:
+            self._modules = list(self.model.modules())
+        return self._modules
+
     # -- putting the PEFT layers in and out ----------------------------------------------------------------------
     def _refresh_installed(self) -> None:
         """Record the outermost PEFT modules of the model (tuner layers, ``modules_to_save`` wrappers)."""
@@ -233,8 +242,3 @@ class AdapterSlot:
             setattr(parent, child, base)
         if "peft_config" in vars(self.model):
             del self.model.peft_config
-        self._restore_grad()
-
-    def _restore_grad(self) -> None:
-        for param, flag in self._grad:
-            param.requires_grad_(flag)
