@@ -161,32 +161,40 @@ def evaluation_objective(
 
     Each language's score is reported to the trial as an intermediate value (so a pruner can stop a bad trial
     after the first languages); the objective is their mean. ``metric`` defaults to the task's first metric.
+    The data is loaded and tokenised once, at the first trial, and the model wrapped with PEFT once: each trial
+    writes its merge output into that wrapper in place (:class:`~adamergex.evaluation.PreparedEvaluation`),
+    which gives :func:`~adamergex.evaluation.evaluate`'s scores bit for bit; compositions (stacking
+    strategies) are attached per trial. The model is the bare model between trials.
     Raises :class:`ConfigError` for ``split="test"`` unless ``allow_test``.
     """
-    from .evaluation import evaluate
     from .task import check_tuning_split
 
     check_tuning_split(split, allow_test)
     langs = [languages] if isinstance(languages, str) else list(languages)
+    prepared: list[Any] = []  # built at the first trial: the objective may be made before the model is used
 
     def objective(merged: AdapterState | Composition, trial: optuna.Trial) -> float:
-        scores = []
-        for step, lang in enumerate(langs):
-            result = evaluate(
-                model, tokenizer, task, [lang], adapter=merged, split=split, limit=limit, seed=seed,
-                data_files=data_files, batch_size=batch_size, purpose="tuning", allow_test=allow_test,
-                progress=False,
-            )
-            per_lang = result.scores[lang]
+        from .evaluation import PreparedEvaluation
+
+        if not prepared:
+            prepared.append(PreparedEvaluation(
+                model, tokenizer, task, langs, split=split, limit=limit, seed=seed, data_files=data_files,
+                batch_size=batch_size, purpose="tuning", allow_test=allow_test,
+            ))
+        scores: list[float] = []
+
+        def report(lang: str, per_lang: dict[str, float]) -> None:
             key = metric or sorted(per_lang)[0]
             if key not in per_lang:
                 raise ConfigError(f"task {task!r} reports metrics {sorted(per_lang)}; --metric {key!r} is not one")
             scores.append(per_lang[key])
-            trial.report(sum(scores) / len(scores), step)
+            trial.report(sum(scores) / len(scores), len(scores) - 1)
             if trial.should_prune():
                 import optuna
 
                 raise optuna.TrialPruned()
+
+        prepared[0].score(merged, after_language=report)
         return sum(scores) / len(scores)
 
     return objective

@@ -7,7 +7,9 @@ The public face of the subsystem; its modules are private to it:
 * ``_scoring``: the scoring primitives (log-likelihood of choices, greedy generation, perplexity, encoder
   classification), batched longest-first;
 * ``_batching``: padding, batching and tokenising helpers of the primitives;
-* ``_models``: :func:`load_model`, the model an adapter is evaluated on.
+* ``_models``: :func:`load_model`, the model an adapter is evaluated on;
+* ``_prepared``: :class:`PreparedEvaluation`, data tokenised once and scored for many adapters (tuning trials);
+* ``_slot``: :class:`AdapterSlot`, a PEFT wrapper built once into which adapter states are written in place.
 
 Importing this package does not import Lightning (a test checks it): evaluation needs torch, transformers and
 PEFT only.
@@ -29,6 +31,7 @@ from ._harness import (
     resolve_adapter,
 )
 from ._models import load_model
+from ._prepared import AfterLanguage, PreparedEvaluation
 from ._scoring import (
     NORMALIZATIONS,
     Normalization,
@@ -41,14 +44,18 @@ from ._scoring import (
     perplexity,
     score_choices,
 )
+from ._slot import AdapterSlot
 
 __all__ = [
     "MODEL_TYPES",
     "NORMALIZATIONS",
     "PURPOSES",
+    "AdapterSlot",
+    "AfterLanguage",
     "EvaluationResult",
     "ModelType",
     "Normalization",
+    "PreparedEvaluation",
     "Purpose",
     "adapter_summary",
     "check_languages",

@@ -2,7 +2,7 @@
 
 What a model is (sequence classifier, masked LM), how long its inputs may be, which token ids pad and end a text,
 how requests are padded and grouped into longest-first batches, and how prompts are tokenised the way the model
-reads them (:class:`_Encoder`). Import the public names from :mod:`adamergex.scoring`.
+reads them (:class:`_Encoder`), and log-likelihood requests padded into batches once (:class:`_SequencePlan`). Import the public names from :mod:`adamergex.scoring`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import inspect
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -84,12 +85,16 @@ def _inference(model: Any) -> Iterator[None]:
     import torch
 
     was_training = bool(getattr(model, "training", False))
-    model.eval()
+    # Switching modes walks every module; a model already all in eval mode (every tuning trial) is left alone.
+    switch = any(m.training for m in model.modules())
+    if switch:
+        model.eval()
     try:
         with torch.inference_mode():
             yield
     finally:
-        model.train(was_training)
+        if switch:
+            model.train(was_training)
 
 
 def _progress(total: int, desc: str | None) -> Any:
@@ -156,3 +161,106 @@ class _Encoder:
                 "an empty prompt needs a BOS or EOS token to condition on, and the tokenizer has neither"
             )
         return list(self.start)
+
+
+# -- log-likelihood requests, batched once -----------------------------------------------------------------------
+def _last_logits(
+    model: Any, params: set[str], input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int
+) -> torch.Tensor:
+    """Logits ``(B, keep, V)`` of the last ``keep`` positions of a left-padded batch (``params``: the named
+    parameters of the model's ``forward``)."""
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "position_ids" in params:  # left padding: positions count real tokens only
+        kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    if "use_cache" in params:
+        kwargs["use_cache"] = False
+    if "logits_to_keep" in params:
+        kwargs["logits_to_keep"] = keep
+    elif "num_logits_to_keep" in params:
+        kwargs["num_logits_to_keep"] = keep
+    logits: torch.Tensor = model(**kwargs).logits
+    return logits[:, -keep:]
+
+
+_LOGSOFTMAX_ELEMENTS = 2**26  # float32 elements per log-softmax chunk (256 MiB), so long windows fit
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One padded batch of a :class:`_SequencePlan` and where its continuation tokens go."""
+
+    input_ids: torch.Tensor  # (B, T) left-padded model input
+    mask: torch.Tensor  # (B, T)
+    keep: int  # logits needed at the end of each row
+    rows: torch.Tensor  # (N,) N = continuation tokens answered by the batch: row of each
+    cols: torch.Tensor  # (N,) the position (among the last ``keep``) that predicts it
+    gold: torch.Tensor  # (N,) the token
+    owner: torch.Tensor  # (N,) the request it belongs to (on the CPU)
+
+
+class _SequencePlan:
+    """Log-likelihood requests grouped, padded and indexed once; :meth:`run` scores them on any model that reads
+    the same tokens (the base model, or it carrying any adapter), so a tuning study tokenises and pads once.
+
+    The model reads ``seqs[i][:-1]`` and its logits at the last ``n_conts[i]`` positions are scored. Requests
+    that read the same tokens share one row: the choices of a multiple-choice example whose continuations are
+    single tokens (``yes``/``maybe``/``no``) cost one forward pass, not one each. Batches are longest first.
+    """
+
+    def __init__(
+        self, seqs: Sequence[list[int]], n_conts: Sequence[int], *, pad_id: int, batch_size: int,
+        device: torch.device,
+    ) -> None:
+        import torch
+
+        by_input: dict[tuple[int, ...], list[int]] = {}  # model input -> the requests it answers
+        for i, seq in enumerate(seqs):
+            by_input.setdefault(tuple(seq[:-1]), []).append(i)
+        rows_ids, members = list(by_input), list(by_input.values())
+        keep = [max(n_conts[i] for i in m) for m in members]
+        self.size = len(seqs)
+        self._model: Any = None
+        self._params: set[str] = set()
+        self.batches: list[_Batch] = []
+        for idx in _batches([len(r) for r in rows_ids], batch_size):
+            k = max(keep[r] for r in idx)
+            b_idx: list[int] = []
+            cols: list[int] = []
+            gold: list[int] = []
+            owner: list[int] = []
+            for b, r in enumerate(idx):
+                for i in members[r]:
+                    n = n_conts[i]
+                    b_idx += [b] * n
+                    cols += range(k - n, k)  # the positions that predict the last n tokens of seqs[i]
+                    gold += seqs[i][-n:]
+                    owner += [i] * n
+            self.batches.append(_Batch(
+                input_ids=_pad([rows_ids[r] for r in idx], pad_id, left=True, device=device),
+                mask=_pad([[1] * len(rows_ids[r]) for r in idx], 0, left=True, device=device),
+                keep=k, rows=torch.tensor(b_idx, device=device), cols=torch.tensor(cols, device=device),
+                gold=torch.tensor(gold, device=device), owner=torch.tensor(owner),
+            ))
+
+    def run(self, model: Any, progress: str | None = None) -> list[float]:
+        """Summed log-probability of each request's continuation under ``model`` (call in :func:`_inference`)."""
+        import torch
+
+        if self._model is not model:  # inspect.signature costs a millisecond; a study scores one model
+            self._model, self._params = model, _forward_params(model)
+        params = self._params
+        totals = torch.zeros(self.size, dtype=torch.float64)  # (R,) summed log-probability per request
+        with _progress(len(self.batches), progress) as bar:
+            for batch in self.batches:
+                logits = _last_logits(model, params, batch.input_ids, batch.mask, batch.keep)  # (B, k, V)
+                n = len(batch.rows)
+                token_lp = torch.empty(n, device=logits.device, dtype=torch.float32)  # (N,)
+                chunk = max(1, _LOGSOFTMAX_ELEMENTS // logits.shape[-1])
+                for s in range(0, n, chunk):
+                    picked = logits[batch.rows[s : s + chunk], batch.cols[s : s + chunk]].float()  # (c, V)
+                    token_lp[s : s + chunk] = (
+                        picked.gather(-1, batch.gold[s : s + chunk, None]).squeeze(-1) - picked.logsumexp(-1)
+                    )
+                totals.index_add_(0, batch.owner, token_lp.double().cpu())
+                bar.update(1)
+        return totals.tolist()

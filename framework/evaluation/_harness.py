@@ -42,11 +42,11 @@ from ..versions import package_versions
 from ._scoring import (
     NORMALIZATIONS,
     Normalization,
-    classify,
-    generate_answers,
+    _ChoiceRequests,
+    _ClassifierRequests,
+    _GenerationRequests,
+    _PerplexityRequests,
     model_max_length,
-    perplexity,
-    score_choices,
 )
 
 if TYPE_CHECKING:
@@ -233,44 +233,88 @@ def _examples_hash(examples: Sequence[Example]) -> str:
     return h.hexdigest()
 
 
-def _score_language(
-    model: Any, tokenizer: Any, task: Task, examples: list[Example], arch: str, *, lang: str,
-    normalization: Normalization, batch_size: int, max_length: int | None, progress: bool,
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    import torch
+class _LanguageRequests:
+    """One language's examples tokenised and batched for the task's kind and the model's architecture, once;
+    :meth:`score` gives ``(scores, predictions)`` under any model that reads the same tokens (the base model, or
+    it carrying an adapter). :func:`evaluate` builds one per language and call; a tuning study builds them once
+    (:class:`~adamergex.evaluation.PreparedEvaluation`)."""
 
-    desc = f"{task.name}/{lang}" if progress else None
-    opts: dict[str, Any] = {"batch_size": batch_size, "max_length": max_length, "progress": desc}
-    if task.kind == "language_modeling":
-        logprob, tokens = perplexity(model, tokenizer, [ex.prompt for ex in examples], **opts)
-        nll = -logprob / max(tokens, 1)
-        return {"perplexity": math.exp(nll), "nll_per_token": nll}, []
-    if task.kind == "generation":
-        answers, continuations = generate_answers(
-            model, tokenizer, examples, max_new_tokens=task.max_new_tokens, extract_answer=task.extract_answer, **opts
-        )
-        references = [tuple(ex.references) for ex in examples]
-        metric = task.metric()
-        metric.update(answers, references)
-        preds = [
-            {"continuation": c, "answer": a, "references": list(r)}
-            for c, a, r in zip(continuations, answers, references)
-        ]
-        return _metric_values(metric), preds
-    hidden = [i for i, ex in enumerate(examples) if ex.label is None]
-    if hidden:
-        raise ConfigError(
-            f"task {task.name!r} ({lang}) has {len(hidden)} example(s) without a gold label (e.g. #{hidden[0]}); "
-            "evaluate a split whose labels are public"
-        )
-    if arch == "encoder":
-        predicted = classify(model, tokenizer, examples, **opts)
-    else:
-        predicted = score_choices(model, tokenizer, examples, normalization=normalization, **opts)
-    labels = [int(ex.label) for ex in examples if ex.label is not None]
-    metric = task.metric()
-    metric.update(torch.tensor(predicted), torch.tensor(labels))
-    return _metric_values(metric), [{"prediction": p, "label": g} for p, g in zip(predicted, labels)]
+    def __init__(
+        self, model: Any, tokenizer: Any, task: Task, examples: list[Example], arch: str, *, lang: str,
+        normalization: Normalization, batch_size: int, max_length: int | None,
+    ) -> None:
+        self.task, self.lang = task, lang
+        self._metric: Any = None  # one metric object, reset before each score (building one costs milliseconds)
+        opts: dict[str, Any] = {"batch_size": batch_size, "max_length": max_length}
+        self.references = [tuple(ex.references) for ex in examples]
+        self.labels: list[int] = []
+        self.requests: Any
+        if task.kind == "language_modeling":
+            self.requests = _PerplexityRequests(model, tokenizer, [ex.prompt for ex in examples], **opts)
+            return
+        if task.kind == "generation":
+            self.requests = _GenerationRequests(model, tokenizer, [ex.prompt for ex in examples],
+                                                max_new_tokens=task.max_new_tokens, **opts)
+            return
+        hidden = [i for i, ex in enumerate(examples) if ex.label is None]
+        if hidden:
+            raise ConfigError(
+                f"task {task.name!r} ({lang}) has {len(hidden)} example(s) without a gold label (e.g. #{hidden[0]}); "
+                "evaluate a split whose labels are public"
+            )
+        self.labels = [int(ex.label) for ex in examples if ex.label is not None]
+        if arch == "encoder":
+            self.requests = _ClassifierRequests(model, tokenizer, examples, **opts)
+        else:
+            self.requests = _ChoiceRequests(model, tokenizer, examples, normalization=normalization, **opts)
+
+    def score(self, model: Any, *, progress: bool = False) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """The task's metrics under ``model`` and one prediction record per example."""
+        import torch
+
+        desc = f"{self.task.name}/{self.lang}" if progress else None
+        if isinstance(self.requests, _PerplexityRequests):
+            logprob, tokens = self.requests.run(model, desc)
+            nll = -logprob / max(tokens, 1)
+            return {"perplexity": math.exp(nll), "nll_per_token": nll}, []
+        if isinstance(self.requests, _GenerationRequests):
+            continuations = self.requests.run(model, desc)
+            answers = [self.task.extract_answer(c) for c in continuations]
+            metric = self._fresh_metric()
+            metric.update(answers, self.references)
+            preds = [
+                {"continuation": c, "answer": a, "references": list(r)}
+                for c, a, r in zip(continuations, answers, self.references)
+            ]
+            return _metric_values(metric), preds
+        if isinstance(self.requests, _ChoiceRequests):
+            predicted = self.requests.predict(model, desc)
+        else:
+            predicted = self.requests.run(model, desc)
+        metric = self._fresh_metric()
+        metric.update(torch.tensor(predicted), torch.tensor(self.labels))
+        return _metric_values(metric), [{"prediction": p, "label": g} for p, g in zip(predicted, self.labels)]
+
+    def _fresh_metric(self) -> torchmetrics.Metric:
+        if self._metric is None:
+            self._metric = self.task.metric()
+        else:
+            self._metric.reset()
+        metric: torchmetrics.Metric = self._metric
+        return metric
+
+
+def _load_examples(
+    task: Task, langs: Sequence[str], split: str, files: Mapping[str, DataFiles | None], limit: int | None, seed: int
+) -> dict[str, list[Example]]:
+    """Every language's formatted examples (all loaded before any scoring: a bad file fails first)."""
+    data: dict[str, list[Example]] = {}
+    for lang in langs:
+        rows = task.load(lang, split, data_files=files[lang], limit=limit, seed=seed)
+        data[lang] = [task.format(row) for row in rows.to_list()]  # one Arrow conversion, not one per row
+        if not data[lang]:
+            raise ConfigError(f"task {task.name!r} has no {split} examples for {lang!r}")
+    return data
 
 
 def _jsonable(value: Any) -> Any:
@@ -355,22 +399,20 @@ def evaluate(
         "versions": package_versions("adamergex", "torch", "transformers", "peft"),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    data: dict[str, list[Example]] = {}
-    for lang in langs:  # every language's data first: a bad file fails before any scoring
-        rows = task_obj.load(lang, split, data_files=files[lang], limit=limit, seed=seed)
-        data[lang] = [task_obj.format(row) for row in rows.to_list()]  # one Arrow conversion, not one per row
-        if not data[lang]:
-            raise ConfigError(f"task {task_obj.name!r} has no {split} examples for {lang!r}")
-        record["examples"][lang] = len(data[lang])
-        record["examples_sha256"][lang] = _examples_hash(data[lang])
+    data = _load_examples(task_obj, langs, split, files, limit, seed)
+    for lang, examples in data.items():
+        record["examples"][lang] = len(examples)
+        record["examples_sha256"][lang] = _examples_hash(examples)
     scores: dict[str, dict[str, float]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
+    requests = {
+        lang: _LanguageRequests(model, tokenizer, task_obj, examples, arch, lang=lang, normalization=normalization,
+                                batch_size=batch_size, max_length=max_length)
+        for lang, examples in data.items()
+    }
     with attached(model, resolved, check_base_model=check_base_model) as live:
-        for lang, examples in data.items():
-            scores[lang], preds = _score_language(
-                live, tokenizer, task_obj, examples, arch, lang=lang, normalization=normalization,
-                batch_size=batch_size, max_length=max_length, progress=progress,
-            )
+        for lang, prepared in requests.items():
+            scores[lang], preds = prepared.score(live, progress=progress)
             if keep_predictions:
                 predictions[lang] = preds
     return EvaluationResult(scores, record, predictions)

@@ -38,11 +38,11 @@ from ._batching import (
     _device,
     _Encoder,
     _eos_ids,
-    _forward_params,
     _inference,
     _pad,
     _pad_id,
     _progress,
+    _SequencePlan,
     model_max_length,
 )
 from ..errors import ConfigError
@@ -110,78 +110,62 @@ def _requests(
     return seqs, n_conts, n_bytes
 
 
-def _last_logits(
-    model: Any, params: set[str], input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int
-) -> torch.Tensor:
-    """Logits ``(B, keep, V)`` of the last ``keep`` positions of a left-padded batch (``params``: the named
-    parameters of the model's ``forward``)."""
-    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if "position_ids" in params:  # left padding: positions count real tokens only
-        kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    if "use_cache" in params:
-        kwargs["use_cache"] = False
-    if "logits_to_keep" in params:
-        kwargs["logits_to_keep"] = keep
-    elif "num_logits_to_keep" in params:
-        kwargs["num_logits_to_keep"] = keep
-    logits: torch.Tensor = model(**kwargs).logits
-    return logits[:, -keep:]
+class _ChoiceRequests:
+    """Every ``(example, choice)`` pair of ``examples`` tokenised and batched once (see :func:`choice_scores`);
+    :meth:`scores` and :meth:`predict` score them on any model that reads the same tokens."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, examples: Sequence[Example], *, normalization: Normalization = "sum",
+        batch_size: int = 16, max_length: int | None = None,
+    ) -> None:
+        if normalization not in NORMALIZATIONS:
+            raise ConfigError(f"normalization must be one of {list(NORMALIZATIONS)}, got {normalization!r}")
+        pairs: list[tuple[str, str]] = []
+        for i, ex in enumerate(examples):
+            if len(ex.choices) < 2:
+                raise ConfigError(f"example {i} must have at least two choices to score, got {list(ex.choices)}")
+            pairs.extend((ex.prompt, c) for c in ex.choices)
+        self.counts = [len(ex.choices) for ex in examples]
+        self.pairs = _PairRequests(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)
+        self.divisor = {"sum": [1] * len(pairs), "token_mean": self.pairs.n_conts,
+                        "byte_mean": self.pairs.n_bytes}[normalization]
+
+    def scores(self, model: Any, progress: str | None = None) -> list[list[float]]:
+        """Per example, the normalised score of each choice under ``model``."""
+        flat = [s / d for s, d in zip(self.pairs.sums(model, progress), self.divisor)]
+        out, pos = [], 0
+        for n in self.counts:
+            out.append(flat[pos : pos + n])
+            pos += n
+        return out
+
+    def predict(self, model: Any, progress: str | None = None) -> list[int]:
+        """Index of each example's best choice under ``model`` (ties go to the lowest)."""
+        return [max(range(len(s)), key=lambda j, s=s: (s[j], -j)) for s in self.scores(model, progress)]  # type: ignore[misc]
 
 
-_LOGSOFTMAX_ELEMENTS = 2**26  # float32 elements per log-softmax chunk (256 MiB), so long windows fit
+class _PairRequests:
+    """``(prompt, continuation)`` pairs tokenised (:func:`_requests`) and batched once."""
 
+    def __init__(
+        self, model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], *, batch_size: int,
+        max_length: int | None,
+    ) -> None:
+        self.plan: _SequencePlan | None = None
+        self.n_conts: list[int] = []
+        self.n_bytes: list[int] = []
+        if pairs:
+            enc = _Encoder(model, tokenizer)
+            seqs, self.n_conts, self.n_bytes = _requests(enc, pairs, model_max_length(model, tokenizer, max_length))
+            self.plan = _SequencePlan(seqs, self.n_conts, pad_id=_pad_id(tokenizer), batch_size=batch_size,
+                                      device=_device(model))
 
-def _score_sequences(
-    model: Any, seqs: Sequence[list[int]], n_conts: Sequence[int], *, pad_id: int, batch_size: int,
-    progress: str | None,
-) -> list[float]:
-    """Summed log-probability of the last ``n_conts[i]`` tokens of each ``seqs[i]``.
-
-    The model reads ``seqs[i][:-1]`` and its logits at the last ``n_conts[i]`` positions are scored. Requests
-    that read the same tokens share one row: the choices of a multiple-choice example whose continuations are
-    single tokens (``yes``/``maybe``/``no``) cost one forward pass, not one each.
-    """
-    import torch
-
-    device = _device(model)
-    params = _forward_params(model)
-    by_input: dict[tuple[int, ...], list[int]] = {}  # model input -> the requests it answers
-    for i, seq in enumerate(seqs):
-        by_input.setdefault(tuple(seq[:-1]), []).append(i)
-    rows_ids, members = list(by_input), list(by_input.values())
-    keep = [max(n_conts[i] for i in m) for m in members]  # logits needed at the end of each row
-    totals = torch.zeros(len(seqs), dtype=torch.float64)  # (R,) summed log-probability per request
-    batches = _batches([len(r) for r in rows_ids], batch_size)
-    with _progress(len(batches), progress) as bar:
-        for idx in batches:
-            input_ids = _pad([rows_ids[r] for r in idx], pad_id, left=True, device=device)  # (B, T)
-            mask = _pad([[1] * len(rows_ids[r]) for r in idx], 0, left=True, device=device)  # (B, T)
-            k = max(keep[r] for r in idx)
-            logits = _last_logits(model, params, input_ids, mask, k)  # (B, k, V): the last k positions
-            b_idx: list[int] = []
-            cols: list[int] = []
-            gold: list[int] = []
-            owner: list[int] = []
-            for b, r in enumerate(idx):
-                for i in members[r]:
-                    n = n_conts[i]
-                    b_idx += [b] * n
-                    cols += range(k - n, k)  # the positions that predict the last n tokens of seqs[i]
-                    gold += seqs[i][-n:]
-                    owner += [i] * n
-            rows_t = torch.tensor(b_idx, device=device)  # (N,) N = continuation tokens answered by the batch
-            cols_t = torch.tensor(cols, device=device)  # (N,)
-            gold_t = torch.tensor(gold, device=device)  # (N,)
-            token_lp = torch.empty(len(b_idx), device=device, dtype=torch.float32)  # (N,)
-            chunk = max(1, _LOGSOFTMAX_ELEMENTS // logits.shape[-1])
-            for s in range(0, len(b_idx), chunk):
-                picked = logits[rows_t[s : s + chunk], cols_t[s : s + chunk]].float()  # (c, V)
-                token_lp[s : s + chunk] = (
-                    picked.gather(-1, gold_t[s : s + chunk, None]).squeeze(-1) - picked.logsumexp(-1)
-                )
-            totals.index_add_(0, torch.tensor(owner), token_lp.double().cpu())
-            bar.update(1)
-    return totals.tolist()
+    def sums(self, model: Any, progress: str | None = None) -> list[float]:
+        """Summed continuation log-probability of each pair under ``model``."""
+        if self.plan is None:
+            return []
+        with _inference(model):
+            return self.plan.run(model, progress)
 
 
 def loglikelihoods(
@@ -200,24 +184,8 @@ def loglikelihoods(
     Raises:
         ConfigError: an empty continuation, one as long as ``max_length``, or a bad ``batch_size``.
     """
-    if not pairs:
-        return []
-    sums, n_conts, _ = _score_pairs(model, tokenizer, pairs, batch_size, max_length, progress)
-    return list(zip(sums, n_conts))
-
-
-def _score_pairs(
-    model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int, max_length: int | None,
-    progress: str | None,
-) -> tuple[list[float], list[int], list[int]]:
-    """Summed continuation log-probabilities, continuation token counts and byte counts of ``pairs``."""
-    enc = _Encoder(model, tokenizer)
-    seqs, n_conts, n_bytes = _requests(enc, pairs, model_max_length(model, tokenizer, max_length))
-    with _inference(model):
-        sums = _score_sequences(
-            model, seqs, n_conts, pad_id=_pad_id(tokenizer), batch_size=batch_size, progress=progress
-        )
-    return sums, n_conts, n_bytes
+    requests = _PairRequests(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)
+    return list(zip(requests.sums(model, progress), requests.n_conts))
 
 
 def choice_scores(
@@ -234,23 +202,9 @@ def choice_scores(
 
     All ``(example, choice)`` pairs of all examples are scored in one length-sorted batch stream.
     """
-    if normalization not in NORMALIZATIONS:
-        raise ConfigError(f"normalization must be one of {list(NORMALIZATIONS)}, got {normalization!r}")
-    pairs: list[tuple[str, str]] = []
-    for i, ex in enumerate(examples):
-        if len(ex.choices) < 2:
-            raise ConfigError(f"example {i} must have at least two choices to score, got {list(ex.choices)}")
-        pairs.extend((ex.prompt, c) for c in ex.choices)
-    if not pairs:
-        return []
-    sums, n_conts, n_bytes = _score_pairs(model, tokenizer, pairs, batch_size, max_length, progress)
-    divisor = {"sum": [1] * len(sums), "token_mean": n_conts, "byte_mean": n_bytes}[normalization]
-    flat = [s / d for s, d in zip(sums, divisor)]
-    out, pos = [], 0
-    for ex in examples:
-        out.append(flat[pos : pos + len(ex.choices)])
-        pos += len(ex.choices)
-    return out
+    requests = _ChoiceRequests(model, tokenizer, examples, normalization=normalization, batch_size=batch_size,
+                               max_length=max_length)
+    return requests.scores(model, progress)
 
 
 def score_choices(
@@ -264,11 +218,38 @@ def score_choices(
     progress: str | None = None,
 ) -> list[int]:
     """Index of the best-scoring choice of each example (see :func:`choice_scores`; ties go to the lowest)."""
-    scores = choice_scores(
-        model, tokenizer, examples, normalization=normalization, batch_size=batch_size, max_length=max_length,
-        progress=progress,
-    )
-    return [max(range(len(s)), key=lambda j, s=s: (s[j], -j)) for s in scores]  # type: ignore[misc]
+    requests = _ChoiceRequests(model, tokenizer, examples, normalization=normalization, batch_size=batch_size,
+                               max_length=max_length)
+    return requests.predict(model, progress)
+
+
+class _PerplexityRequests:
+    """The windows of :func:`perplexity`, tokenised and batched once."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 16,
+        max_length: int | None = None,
+    ) -> None:
+        enc = _Encoder(model, tokenizer)
+        max_len = model_max_length(model, tokenizer, max_length)
+        seqs: list[list[int]] = []
+        for ids in enc.encode(texts):
+            full = enc.start + ids
+            for s in range(0, max(1, len(full) - 1), max_len - 1):
+                window = full[s : s + max_len]
+                if len(window) > 1:
+                    seqs.append(window)
+        self.n_conts = [len(s) - 1 for s in seqs]
+        self.plan = (_SequencePlan(seqs, self.n_conts, pad_id=_pad_id(tokenizer), batch_size=batch_size,
+                                   device=_device(model)) if seqs else None)
+
+    def run(self, model: Any, progress: str | None = None) -> tuple[float, int]:
+        """``(summed log-probability, predicted tokens)`` under ``model``."""
+        if self.plan is None:
+            return 0.0, 0
+        with _inference(model):
+            sums = self.plan.run(model, progress)
+        return math.fsum(sums), sum(self.n_conts)
 
 
 def perplexity(
@@ -285,26 +266,60 @@ def perplexity(
     Each text is read after the tokenizer's own leading special tokens (BOS), or EOS where it adds none, in
     windows of ``max_length`` tokens that overlap by one token, so every text token is predicted exactly once.
     """
-    enc = _Encoder(model, tokenizer)
-    max_len = model_max_length(model, tokenizer, max_length)
-    seqs: list[list[int]] = []
-    for ids in enc.encode(texts):
-        full = enc.start + ids
-        for s in range(0, max(1, len(full) - 1), max_len - 1):
-            window = full[s : s + max_len]
-            if len(window) > 1:
-                seqs.append(window)
-    if not seqs:
-        return 0.0, 0
-    n_conts = [len(s) - 1 for s in seqs]
-    with _inference(model):
-        sums = _score_sequences(
-            model, seqs, n_conts, pad_id=_pad_id(tokenizer), batch_size=batch_size, progress=progress
-        )
-    return math.fsum(sums), sum(n_conts)
+    return _PerplexityRequests(model, tokenizer, texts, batch_size=batch_size, max_length=max_length).run(
+        model, progress)
 
 
 # -- generation --------------------------------------------------------------------------------------------------
+class _GenerationRequests:
+    """The prompts of :func:`generate_continuations`, tokenised, truncated and padded into batches once."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 16,
+        max_length: int | None = None,
+    ) -> None:
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        self.tokenizer, self.max_new_tokens, self.size = tokenizer, max_new_tokens, len(prompts)
+        self.batches: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []  # (indices, input_ids, mask)
+        if not prompts:
+            return
+        max_len = model_max_length(model, tokenizer, max_length)
+        if max_new_tokens >= max_len:
+            raise ConfigError(f"max_new_tokens={max_new_tokens} must be below max_length={max_len}")
+        enc = _Encoder(model, tokenizer)
+        budget = max_len - max_new_tokens
+        inputs = [enc.context(ids)[-budget:] for ids in enc.encode(prompts)]
+        self.eos = _eos_ids(model, tokenizer)
+        self.pad_id = _pad_id(tokenizer)
+        device = _device(model)
+        for idx in _batches([len(x) for x in inputs], batch_size):
+            self.batches.append((idx, _pad([inputs[i] for i in idx], self.pad_id, left=True, device=device),
+                                 _pad([[1] * len(inputs[i]) for i in idx], 0, left=True, device=device)))
+
+    def run(self, model: Any, progress: str | None = None) -> list[str]:
+        """Greedy continuation of each prompt under ``model``, decoded up to the first EOS."""
+        from transformers import GenerationConfig
+
+        if not self.batches:
+            return []
+        gen_cfg = GenerationConfig(  # type: ignore[no-untyped-call]
+            max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1, pad_token_id=self.pad_id,
+            eos_token_id=self.eos or None, bos_token_id=getattr(self.tokenizer, "bos_token_id", None),
+        )
+        out = [""] * self.size
+        with _inference(model), _progress(len(self.batches), progress) as bar:
+            for idx, input_ids, mask in self.batches:
+                generated = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
+                new_tokens = generated[:, input_ids.shape[1]:].tolist()  # never the prompt
+                for j, i in enumerate(idx):
+                    tokens = new_tokens[j]
+                    stop = next((p for p, t in enumerate(tokens) if t in self.eos), len(tokens))
+                    out[i] = self.tokenizer.decode(tokens[:stop], skip_special_tokens=True)
+                bar.update(1)
+        return out
+
+
 def generate_continuations(
     model: Any,
     tokenizer: Any,
@@ -320,39 +335,8 @@ def generate_continuations(
     Prompts are left-padded in length-sorted batches; a prompt longer than ``max_length - max_new_tokens``
     tokens loses its start.
     """
-    from transformers import GenerationConfig
-
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if not prompts:
-        return []
-    max_len = model_max_length(model, tokenizer, max_length)
-    if max_new_tokens >= max_len:
-        raise ConfigError(f"max_new_tokens={max_new_tokens} must be below max_length={max_len}")
-    enc = _Encoder(model, tokenizer)
-    budget = max_len - max_new_tokens
-    inputs = [enc.context(ids)[-budget:] for ids in enc.encode(prompts)]
-    eos = _eos_ids(model, tokenizer)
-    pad_id = _pad_id(tokenizer)
-    gen_cfg = GenerationConfig(  # type: ignore[no-untyped-call]
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id,
-        eos_token_id=eos or None, bos_token_id=getattr(tokenizer, "bos_token_id", None),
-    )
-    device = _device(model)
-    out = [""] * len(prompts)
-    batches = _batches([len(x) for x in inputs], batch_size)
-    with _inference(model), _progress(len(batches), progress) as bar:
-        for idx in batches:
-            input_ids = _pad([inputs[i] for i in idx], pad_id, left=True, device=device)
-            mask = _pad([[1] * len(inputs[i]) for i in idx], 0, left=True, device=device)
-            generated = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
-            new_tokens = generated[:, input_ids.shape[1]:].tolist()  # never the prompt
-            for j, i in enumerate(idx):
-                tokens = new_tokens[j]
-                stop = next((p for p, t in enumerate(tokens) if t in eos), len(tokens))
-                out[i] = tokenizer.decode(tokens[:stop], skip_special_tokens=True)
-            bar.update(1)
-    return out
+    return _GenerationRequests(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               max_length=max_length).run(model, progress)
 
 
 def generate_answers(
@@ -377,6 +361,42 @@ def generate_answers(
 
 
 # -- encoder classification ----------------------------------------------------------------------------------
+class _ClassifierRequests:
+    """``(text, text_pair)`` of each example tokenised and right-padded into batches once (see :func:`classify`)."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, examples: Sequence[Example], *, batch_size: int = 16,
+        max_length: int | None = None,
+    ) -> None:
+        self.size = len(examples)
+        self.batches: list[tuple[list[int], dict[str, torch.Tensor]]] = []
+        if not examples:
+            return
+        texts, pairs = encoder_inputs(examples, where="evaluation")
+        max_len = model_max_length(model, tokenizer, max_length)
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=max_len)
+        columns = {k: encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded}
+        pad_values = {"input_ids": _pad_id(tokenizer), "attention_mask": 0, "token_type_ids": 0}
+        device = _device(model)
+        for idx in _batches([len(ids) for ids in columns["input_ids"]], batch_size):
+            self.batches.append((idx, {
+                k: _pad([rows[i] for i in idx], pad_values[k], left=False, device=device) for k, rows in columns.items()
+            }))
+
+    def run(self, model: Any, progress: str | None = None) -> list[int]:
+        """Argmax of ``model``'s logits for each example."""
+        out = [0] * self.size
+        if not self.batches:
+            return out
+        with _inference(model), _progress(len(self.batches), progress) as bar:
+            for idx, batch in self.batches:
+                logits = model(**batch).logits  # (B, num_labels)
+                for j, i in enumerate(idx):
+                    out[i] = int(logits[j].argmax())
+                bar.update(1)
+        return out
+
+
 def classify(
     model: Any,
     tokenizer: Any,
@@ -388,23 +408,5 @@ def classify(
 ) -> list[int]:
     """Argmax of a sequence classifier's logits on ``(text, text_pair)`` of each example (right-padded), read
     through :func:`adamergex.task.encoder_inputs` exactly as training reads them."""
-    if not examples:
-        return []
-    texts, pairs = encoder_inputs(examples, where="evaluation")
-    max_len = model_max_length(model, tokenizer, max_length)
-    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_len)
-    columns = {k: encoded[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded}
-    pad_values = {"input_ids": _pad_id(tokenizer), "attention_mask": 0, "token_type_ids": 0}
-    device = _device(model)
-    out = [0] * len(examples)
-    batches = _batches([len(ids) for ids in columns["input_ids"]], batch_size)
-    with _inference(model), _progress(len(batches), progress) as bar:
-        for idx in batches:
-            batch = {
-                k: _pad([rows[i] for i in idx], pad_values[k], left=False, device=device) for k, rows in columns.items()
-            }
-            logits = model(**batch).logits  # (B, num_labels)
-            for j, i in enumerate(idx):
-                out[i] = int(logits[j].argmax())
-            bar.update(1)
-    return out
+    return _ClassifierRequests(model, tokenizer, examples, batch_size=batch_size, max_length=max_length).run(
+        model, progress)
