@@ -180,7 +180,7 @@ def test_a_registered_adapter_type_is_covered_by_the_contract_suites(tmp_path: P
     assert " passed" in ran.stdout and " failed" not in ran.stdout
 
 
-@pytest.mark.parametrize("command", ["demo", "evaluate", "merge", "strategies", "train", "tune"])
+@pytest.mark.parametrize("command", sorted(__import__("adamergex.cli", fromlist=["COMMANDS"]).COMMANDS))
 def test_every_command_has_help_and_exit_status_zero(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     from adamergex.cli import main
 
@@ -193,7 +193,7 @@ def test_unknown_command_and_bad_flag_exit_two(capsys: pytest.CaptureFixture[str
     from adamergex.cli import main
 
     assert main(["nope"]) == 2
-    assert "unknown command 'nope'; available: demo, evaluate, merge" in capsys.readouterr().err
+    assert "unknown command 'nope'; available: ablate, cache, demo, evaluate, merge" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["merge", "--no-such-flag"])
     assert exit_.value.code == 2
