@@ -51,8 +51,8 @@ from .errors import ConfigError, IncompatibleAdaptersError, NumericalError
 from .groups import layer_index, restrict
 from .registry import ADAPTERS
 
-__all__ = ["COMPARISONS", "RESOLUTION", "ROLES", "LabeledAdapter", "diagnose", "group_of", "module_gram",
-           "space_factors"]
+__all__ = ["COMPARISONS", "RESOLUTION", "ROLES", "Design", "LabeledAdapter", "check_design", "diagnose", "group_of",
+           "module_gram", "space_factors"]
 
 Role = Literal["task", "reference"]
 By = Literal["layer", "module"]
@@ -209,40 +209,41 @@ def _grams(adapters: Sequence[LabeledAdapter], by: By) -> tuple[dict[str, dict[s
 
 
 # -- inputs and comparisons -------------------------------------------------------------------------------------
-def _check(adapters: Sequence[LabeledAdapter], source_language: str) -> dict[tuple[str, str], list[int]]:
-    """Validate the inputs; return the cells ``(task, language) → input indices`` (seed order)."""
-    if not adapters:
+Design = tuple[str, str, Union[str, None], str, str]
+"""What one input was trained on, without its tensors: ``(task, language, seed, role, name)``."""
+
+
+def check_design(design: Sequence[Design], source_language: str) -> dict[tuple[str, str], list[int]]:
+    """Check that the inputs allow the measurement (before any adapter is read) and return the cells
+    ``(task, language) → input indices``, in input order.
+
+    Raises:
+        ConfigError: no inputs, an unknown role, a task name in two roles, a duplicate (task, language, seed),
+            fewer than two tasks or languages, a task without a source-language adapter, or no target language
+            with adapters of two tasks.
+    """
+    if not design:
         raise ConfigError("diagnose needs adapters (--adapter/--manifest), got none")
-    first = adapters[0]
-    for a in adapters[1:]:
-        if a.state.kind != first.state.kind:
-            raise IncompatibleAdaptersError(f"diagnose needs adapters of one type; {first.label} is "
-                                            f"{first.state.kind!r}, {a.label} is {a.state.kind!r}")
-        if a.state.base_model != first.state.base_model:
-            raise IncompatibleAdaptersError(f"diagnose needs adapters of one base model; {first.label} was trained on "
-                                            f"{first.state.base_model!r}, {a.label} on {a.state.base_model!r}")
-        if set(a.state.params) != set(first.state.params):
-            only = sorted(set(first.state.params) ^ set(a.state.params))[:3]
-            raise IncompatibleAdaptersError(f"diagnose needs adapters of the same modules; {first.label} and {a.label} "
-                                            f"differ in {only}")
     roles: dict[str, str] = {}
     cells: dict[tuple[str, str], list[int]] = {}
     seen: dict[tuple[str, str, str | None], str] = {}
-    for i, a in enumerate(adapters):
-        if roles.setdefault(a.task, a.role) != a.role:
-            raise ConfigError(f"task {a.task!r} is given both as role {roles[a.task]!r} and as {a.role!r} "
-                              f"({a.label}); one name is one task")
-        key = (a.task, a.language, a.seed)
+    for i, (task, language, seed, role, name) in enumerate(design):
+        if role not in ROLES:
+            raise ConfigError(f"adapter {name}: role must be one of {', '.join(ROLES)}, got {role!r}")
+        if roles.setdefault(task, role) != role:
+            raise ConfigError(f"task {task!r} is given both as role {roles[task]!r} and as {role!r} ({name}); one "
+                              "name is one task")
+        key = (task, language, seed)
         if key in seen:
-            raise ConfigError(f"{a.label} and {seen[key]} are both task {a.task!r}, language {a.language!r}, seed "
-                              f"{a.seed!r}; give each adapter of one task and language its own seed")
-        seen[key] = a.label
-        cells.setdefault((a.task, a.language), []).append(i)
+            raise ConfigError(f"{name} and {seen[key]} are both task {task!r}, language {language!r}, seed "
+                              f"{seed!r}; give each adapter of one task and language its own seed")
+        seen[key] = name
+        cells.setdefault((task, language), []).append(i)
     tasks = sorted(roles)
     if len(tasks) < 2:
         raise ConfigError(f"diagnose needs adapters of at least two tasks (the reference counts as one), got "
                           f"{len(tasks)}: {', '.join(tasks)}")
-    languages = sorted({a.language for a in adapters})
+    languages = sorted({lang for _, lang in cells})
     if len(languages) < 2:
         raise ConfigError(f"diagnose needs adapters in at least two languages (the source and a target), got "
                           f"{', '.join(languages)}")
@@ -256,6 +257,22 @@ def _check(adapters: Sequence[LabeledAdapter], source_language: str) -> dict[tup
                           f"{source_language!r}); per task: "
                           + "; ".join(f"{t}: {', '.join(sorted(lg for tt, lg in cells if tt == t))}" for t in tasks))
     return cells
+
+
+def _check_states(adapters: Sequence[LabeledAdapter]) -> None:
+    """One adapter type, base model and set of modules (shapes are checked module by module in :func:`_grams`)."""
+    first = adapters[0]
+    for a in adapters[1:]:
+        if a.state.kind != first.state.kind:
+            raise IncompatibleAdaptersError(f"diagnose needs adapters of one type; {first.label} is "
+                                            f"{first.state.kind!r}, {a.label} is {a.state.kind!r}")
+        if a.state.base_model != first.state.base_model:
+            raise IncompatibleAdaptersError(f"diagnose needs adapters of one base model; {first.label} was trained on "
+                                            f"{first.state.base_model!r}, {a.label} on {a.state.base_model!r}")
+        if set(a.state.params) != set(first.state.params):
+            only = sorted(set(first.state.params) ^ set(a.state.params))[:3]
+            raise IncompatibleAdaptersError(f"diagnose needs adapters of the same modules; {first.label} and {a.label} "
+                                            f"differ in {only}")
 
 
 class _Divergences:
@@ -318,7 +335,8 @@ def _comparisons(adapters: Sequence[LabeledAdapter], cells: dict[tuple[str, str]
                                                                   "seeds": [s], "minus_seeds": [s]}) for s in shared}
             for s1, s2 in combinations(shared, 2):
                 out.append({"type": "same_task_seeds", "pair": "same_task", "a": per_seed[s1], "b": per_seed[s2]})
-    return divs, out
+    order = list(COMPARISONS)
+    return divs, sorted(out, key=lambda c: (order.index(c["type"]), c["pair"]))  # stable: input order within
 
 
 # -- the measurement --------------------------------------------------------------------------------------------
@@ -377,7 +395,8 @@ def diagnose(adapters: Sequence[LabeledAdapter], source_language: str, *, by: By
     """
     if by not in ("layer", "module"):
         raise ConfigError(f"by must be 'layer' or 'module', got {by!r}")
-    cells = _check(adapters, source_language)
+    cells = check_design([(a.task, a.language, a.seed, a.role, a.label) for a in adapters], source_language)
+    _check_states(adapters)
     divs, comparisons = _comparisons(adapters, cells, source_language)
     grams, dense = _grams(adapters, by)
     coeffs = torch.stack(divs.rows)

@@ -29,7 +29,8 @@ _READING = (
     "different target languages and `null_seed` with a seed-to-seed difference in place of a language divergence; "
     "a signal no higher than these baselines means the divergence carries no task-independent language direction "
     "this measurement can see. `same_task_seeds` is one task's divergence against itself from disjoint seeds: how "
-    "reproducible a divergence is, which bounds what the signal can show. A cosine is `n/a` where a divergence is "
+    "reproducible a single-seed divergence is (the signal uses seed means where several seeds are given, so it is "
+    "less noisy than that). A cosine is `n/a` where a divergence is "
     "zero or below the resolution (see `resolution` in diagnose.json)."
 )
 
@@ -96,7 +97,7 @@ def plot(record: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
 
     groups = list(record["groups"])
     parts = list(record["components"].items())
-    width = min(4.0 + 0.35 * len(groups), 16.0)
+    width = min(7.0 + 0.35 * len(groups), 19.0)  # room for the legend on the right
     fig, axes = plt.subplots(len(parts), 1, figsize=(width, 3.6 * len(parts)), squeeze=False)
     x = list(range(len(groups)))
     for ax, (component, part) in zip(axes[:, 0], parts):
@@ -120,7 +121,7 @@ def plot(record: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
         ax.set_ylabel("cosine")
         ax.set_xlabel(record["grouping"])
         ax.set_title(f"{record['kind']} {component}: divergences from {record['source_language']}", fontsize=10)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
@@ -129,6 +130,7 @@ def plot(record: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
 def _temp_beside(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be read by others
     return Path(tmp)
 
 

@@ -21,6 +21,7 @@ __all__ = ["COMMANDS", "console", "main"]
 
 COMMANDS: dict[str, str] = {
     "demo": "run the whole AdaMergeX pipeline on the embedded synthetic world",
+    "diagnose": "measure whether language divergences agree across tasks (AdaMergeX's assumption)",
     "evaluate": "score an adapter (or merge output) per language on a task",
     "merge": "merge adapters with a registered strategy into a PEFT adapter directory",
     "strategies": "list registered strategies with roles, parameters and papers",
