@@ -29,7 +29,7 @@ from typing import Any
 from .adapter_state import AdapterState
 from .errors import ConfigError
 
-__all__ = ["KINDS", "REST", "check_spec", "matches", "merge_by_group", "partition", "resolve", "restrict"]
+__all__ = ["KINDS", "REST", "check_spec", "layer_index", "matches", "merge_by_group", "partition", "resolve", "restrict"]
 
 REST = "*"
 """Key of a grouped value holding the value of modules in no group."""
@@ -71,12 +71,19 @@ def check_spec(spec: str) -> None:
     _parse(spec)
 
 
+def layer_index(module: str) -> int | None:
+    """The layer index of the module named ``module`` (its first ``.layers.<i>.``, ``.layer.``, ``.h.`` or
+    ``.blocks.``), or ``None`` for a module outside the layer stack (embeddings, heads)."""
+    m = _LAYER_OF.search(module)
+    return None if m is None else int(m.group(1))
+
+
 def matches(spec: str, module: str) -> bool:
     """Whether the module named ``module`` belongs to group ``spec``."""
     layers, kind = _parse(spec)
     if layers is not None:
-        m = _LAYER_OF.search(module)
-        if m is None or not layers[0] <= int(m.group(1)) <= layers[1]:
+        index = layer_index(module)
+        if index is None or not layers[0] <= index <= layers[1]:
             return False
     if kind is not None:
         leaf = module.rsplit(".", 1)[-1]

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "ablate": "run a whole ablation grid (adapters cached, resumable, many workers) from one YAML file",
     "cache": "list or prune the adapter cache of adamergex ablate",
     "demo": "run the whole AdaMergeX pipeline on the embedded synthetic world",
+    "diagnose": "measure whether language divergences agree across tasks (AdaMergeX's assumption)",
     "evaluate": "score an adapter (or merge output) per language on a task",
     "merge": "merge adapters with a registered strategy into a PEFT adapter directory",
     "report": "write tables (Markdown, CSV, LaTeX) and plots of an adamergex ablate run",
