@@ -193,7 +193,7 @@ def test_unknown_command_and_bad_flag_exit_two(capsys: pytest.CaptureFixture[str
     from adamergex.cli import main
 
     assert main(["nope"]) == 2
-    assert "unknown command 'nope'; available: ablate, cache, demo, evaluate, merge" in capsys.readouterr().err
+    assert "unknown command 'nope'; available: ablate, cache, demo, diagnose, evaluate, merge" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["merge", "--no-such-flag"])
     assert exit_.value.code == 2
