@@ -23,14 +23,17 @@ __all__ = ["check_apart", "check_replaceable", "is_adapter_output", "is_evaluati
 
 
 def check_apart(output: str | os.PathLike[str], inputs: Mapping[str, str | os.PathLike[str] | None], *,
-                option: str = "--output", inside_only: bool = False) -> None:
+                option: str = "--output", inside_only: bool = False, kind: str | None = None) -> None:
     """Refuse an ``output`` that is, contains or lies inside one of ``inputs`` (label → path; ``None`` and
     paths that do not exist, such as Hub ids, are skipped). ``inside_only`` checks "is or lies inside" only,
-    for commands that write named files into their output and delete nothing else.
+    for commands that write named files into their output and delete nothing else. ``kind`` (``"file"`` or
+    ``"directory"``) is checked first: an existing output of the other kind is refused.
 
     Raises:
         ConfigError: naming the option, the input's label and both paths.
     """
+    if kind is not None:
+        _check_kind(Path(output), kind, option)
     out = Path(output).expanduser().resolve()
     for label, given in inputs.items():
         if given is None or not os.path.exists(given):
@@ -84,18 +87,22 @@ def check_replaceable(output: str | os.PathLike[str], *, overwrite: bool, kind: 
     path = Path(output)
     if not path.exists():
         return
-    if kind == "directory":
-        if not path.is_dir():
-            raise ConfigError(f"{option} {output} is a file; it must be a directory (or not exist yet)")
-        if not any(path.iterdir()):
-            return
-    elif path.is_dir():
-        raise ConfigError(f"{option} {output} is a directory; it must be a file path (e.g. {path / 'results.json'})")
+    _check_kind(path, kind, option)
+    if kind == "directory" and not any(path.iterdir()):
+        return
     if not overwrite:
-        raise OutputExistsError(f"output {output} already exists and is not empty; pass --overwrite to replace it")
+        held = " and is not empty" if kind == "directory" else ""
+        raise OutputExistsError(f"output {output} already exists{held}; pass --overwrite to replace it")
     if not ours(path):
         held = f"it holds {listing(path)}" if path.is_dir() else "it is not one"
         raise OutputExistsError(
             f"{option} {output} is not {what} ({held}); --overwrite replaces only what adamergex wrote. "
             "Remove it yourself or pick another --output"
         )
+
+
+def _check_kind(path: Path, kind: str, option: str) -> None:
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file; it must be a directory (or not exist yet)")
+    if kind == "file" and path.is_dir():
+        raise ConfigError(f"{option} {path} is a directory; it must be a file path (e.g. {path / 'results.json'})")

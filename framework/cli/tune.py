@@ -55,7 +55,13 @@ def cli_tune(argv: list[str]) -> int:
     out = Path(args.output)
     from .._outputs import check_apart, check_replaceable
     from .._studies import data_fingerprint, open_storage, redact_url
-    from ..evaluation import check_languages, check_options, data_files_for, load_model, metric_names
+    from ..evaluation import (
+        check_languages,
+        check_options,
+        data_files_for,
+        load_model,
+        metric_names,
+    )
     from ..io import write_json_atomic
     from ..merging import as_state, merge, save_merge_output
     from ..registry import STRATEGIES
@@ -80,7 +86,7 @@ def cli_tune(argv: list[str]) -> int:
     for lang, files in (data_files or {}).items():
         for split, path in ({"": files} if isinstance(files, str) else files).items():
             inputs[f"--data-files {lang}{':' + split if split else ''}"] = path
-    check_apart(out, inputs)
+    check_apart(out, inputs, kind="directory")
     if (out / "best.json").exists():
         raise OutputExistsError(f"{out / 'best.json'} exists; the study resumes from its storage, pick another --output")
     if out.exists() and not out.is_dir():
