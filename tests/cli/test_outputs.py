@@ -233,3 +233,20 @@ def test_a_merge_that_overflows_is_refused_naming_module_and_tensor(
     assert f"the merge output of strategy {strategy!r}" in line and "t=1e+39" in line
     assert "must be finite" in line and "tensor " in line and ":" in line.split("tensor ", 1)[1]
     assert not out.exists()
+
+
+# -- item 13: a LoRA config that disagrees with its tensors ------------------------------------------------------
+@pytest.mark.parametrize("pattern", [False, True])
+def test_a_lora_config_whose_rank_disagrees_with_its_tensors_is_refused(
+        dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], pattern: bool) -> None:
+    cfg_path = dirs["ref_target"] / "adapter_config.json"
+    config = json.loads(cfg_path.read_text())
+    if pattern:  # r agrees, but rank_pattern names another rank for one module
+        config["rank_pattern"] = {"q_proj": 8}
+    else:
+        config["r"] = 8
+    cfg_path.write_text(json.dumps(config))
+    assert main(merge_args(dirs, tmp_path / "merged")) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "has rank 4 in its tensors" in line and ("rank_pattern says 8" if pattern else "r says 8") in line
+    assert not (tmp_path / "merged").exists()
