@@ -128,7 +128,7 @@ def claim_lock(url: str | None, study_name: str) -> Iterator[Callable[[], contex
     """
     key = zlib.crc32(f"adamergex-claim:{study_name}".encode()) - 2**31  # a signed 32-bit advisory lock key
     dialect = url.split(":", 1)[0].split("+", 1)[0].lower() if url else ""
-    if dialect.startswith("postgres"):
+    if url is not None and dialect.startswith("postgres"):
         import sqlalchemy
         from sqlalchemy.pool import NullPool
 
@@ -253,16 +253,17 @@ def run_budget(
 def _heartbeat(storage: RDBStorage | None, trial: optuna.Trial) -> Iterator[None]:
     """Record ``trial``'s heartbeat every interval while the block runs (what ``study.optimize`` does)."""
     interval = storage.get_heartbeat_interval() if storage is not None else None
-    if interval is None:
+    if storage is None or interval is None:
         yield
         return
     trial_id = trial._trial_id  # Optuna's heartbeat API is keyed by the storage's trial id
     stop = threading.Event()
+    rdb = storage
 
     def beat() -> None:
         while True:
             with contextlib.suppress(Exception):  # a missed beat is retried; a dead process stops beating
-                storage.record_heartbeat(trial_id)
+                rdb.record_heartbeat(trial_id)
             if stop.wait(interval):
                 return
 
@@ -286,7 +287,7 @@ def trial_seed(seed: int, number: int) -> int:
 def _sampler_base() -> type:
     import optuna
 
-    return optuna.samplers.BaseSampler  # type: ignore[no-any-return]
+    return optuna.samplers.BaseSampler
 
 
 class PerTrialSeededSampler(_sampler_base()):  # type: ignore[misc]
@@ -311,11 +312,11 @@ class PerTrialSeededSampler(_sampler_base()):  # type: ignore[misc]
         self._inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        return self._inner.infer_relative_search_space(study, trial)  # type: ignore[no-any-return]
+        return self._inner.infer_relative_search_space(study, trial)
 
     def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                         search_space: dict[str, Any]) -> dict[str, Any]:
-        return self._inner.sample_relative(study, trial, search_space)  # type: ignore[no-any-return]
+        return self._inner.sample_relative(study, trial, search_space)
 
     def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
                            param_distribution: Any) -> Any:

@@ -213,7 +213,7 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temporaries(target: Path) -> list[Path]:
     """Remove temporaries of ``target`` left by dead processes of this host; returns what was removed."""
     pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:tmp|old)-{re.escape(_HOST)}-(\d+)(?:-.*)?$")
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(target.parent.iterdir())
     except OSError:

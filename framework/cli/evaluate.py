@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -87,7 +86,14 @@ def _parser() -> argparse.ArgumentParser:
 def cli_evaluate(argv: list[str]) -> int:
     """``adamergex evaluate``: everything is validated before the model is loaded; nothing is written on error."""
     args = _parser().parse_args(argv)
-    from ..evaluation import check_languages, check_options, data_files_for, evaluate, load_model, resolve_adapter
+    from ..evaluation import (
+        check_languages,
+        check_options,
+        data_files_for,
+        evaluate,
+        load_model,
+        resolve_adapter,
+    )
 
     task = get_task(args.task)
     langs = check_languages(task, [lang.strip() for lang in args.languages.split(",") if lang.strip()])

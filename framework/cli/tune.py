@@ -84,7 +84,7 @@ def cli_tune(argv: list[str]) -> int:
                               for r, v in adapters.items() if isinstance(v, str)}
     inputs["--model"] = args.model
     for lang, files in (data_files or {}).items():
-        for split, path in ({"": files} if isinstance(files, str) else files).items():
+        for split, path in (files.items() if isinstance(files, dict) else {"": files}.items()):
             inputs[f"--data-files {lang}{':' + split if split else ''}"] = path
     check_apart(out, inputs, kind="directory")
     if (out / "best.json").exists():
@@ -94,7 +94,7 @@ def cli_tune(argv: list[str]) -> int:
     check_replaceable(out / "best_adapter", overwrite=True, option="--output's best_adapter")
     states = {r: as_state(v, r) for r, v in adapters.items()}
     if args.storage:  # a bad URL or an unreachable server is refused before anything is written
-        open_storage(args.storage, heartbeat_interval=args.heartbeat_interval)
+        open_storage(args.storage, heartbeat_interval=args.heartbeat_interval).engine.dispose()
     out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     model, tokenizer = load_model(args.model, task=task, adapter=states["task"], model_type="auto",

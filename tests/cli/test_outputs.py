@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from adamergex.cli import main
 from adamergex.io import save_adapter
+
 from tests._adapters import make_state
 
 

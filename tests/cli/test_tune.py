@@ -16,7 +16,6 @@ from typing import Any
 import optuna
 import pytest
 import torch
-
 from adamergex.cli import main
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "xnli"
@@ -26,10 +25,9 @@ PG_URL = os.environ.get("ADAMERGEX_TEST_POSTGRES_URL")
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A tiny Llama with its tokenizer in ``model/`` and three LoRA adapters for it, XNLI-schema local data."""
-    from peft import LoraConfig, get_peft_model
-
     from adamergex.io import save_adapter, state_from_peft_model
     from adamergex.tiny import tiny_llama, train_tokenizer
+    from peft import LoraConfig, get_peft_model
 
     root = tmp_path_factory.mktemp("tune")
     texts = [line for p in FIXTURES.glob("*.jsonl") for line in p.read_text(encoding="utf-8").splitlines()]
@@ -64,8 +62,14 @@ def worker(cmd: list[str]) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+
+
 def trials(name: str, url: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=url).trials
+    """The study's trials, read through one storage per URL (``load_study(storage=url)`` opens a new connection
+    pool each time, and polling would exhaust the server's connection slots)."""
+    storage = _STORAGES.setdefault(url, optuna.storages.RDBStorage(url))
+    return optuna.load_study(study_name=name, storage=storage).trials
 
 
 # -- 1. concurrent workers: the exact budget, different draws --------------------------------------------------
@@ -123,7 +127,7 @@ def test_a_killed_worker_is_failed_by_heartbeat_and_the_rerun_continues(setup: d
         assert before[-1].state == optuna.trial.TrialState.RUNNING
         first_ts = [t.params["t"] for t in before if "t" in t.params]
         rerun = worker([*cmd, "--n-trials", str(len(before) + 3)])
-        out, err = rerun.communicate(timeout=240)
+        _, err = rerun.communicate(timeout=240)
         assert rerun.returncode == 0, err[-2000:]
         after = trials(name, PG_URL)
         assert after[killed].state == optuna.trial.TrialState.FAIL  # the dead worker's trial, failed by heartbeat
