@@ -14,6 +14,7 @@ __all__ = [
     "IncompatibleAdaptersError",
     "NumericalError",
     "OutputExistsError",
+    "OutputWriteError",
     "TrainingStalledError",
     "UnknownNameError",
 ]
@@ -48,6 +49,10 @@ class NumericalError(FrameworkError, ValueError):
 
 class OutputExistsError(FrameworkError, FileExistsError):
     """An output location already holds results and overwriting was not asked for."""
+
+
+class OutputWriteError(FrameworkError, OSError):
+    """An output could not be written (read-only or full file system, no permission); the path is named."""
 
 
 class TrainingStalledError(FrameworkError, RuntimeError):

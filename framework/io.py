@@ -15,14 +15,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .adapter_state import AdapterState
-from .errors import AdapterFormatError, OutputExistsError, UnknownNameError
+from .errors import (
+    AdapterFormatError,
+    FrameworkError,
+    OutputExistsError,
+    OutputWriteError,
+    UnknownNameError,
+)
 from .registry import ADAPTERS
 
 if TYPE_CHECKING:
@@ -37,9 +47,11 @@ __all__ = [
     "WEIGHTS_NAME",
     "adapter_type_for",
     "atomic_directory",
+    "atomic_file",
     "load_adapter",
     "peft_config_dict",
     "read_json",
+    "remove_stale_temporaries",
     "save_adapter",
     "state_from_peft_model",
     "write_json_atomic",
@@ -172,45 +184,188 @@ def state_from_peft_model(
     return state
 
 
+# -- atomic writes ------------------------------------------------------------------------------------------------
+# Temporaries are named ``.NAME.tmp-HOST-PID-RANDOM`` so that a later write to the same place can tell those of
+# dead processes (removed) from those of live ones (kept), and are removed on SIGTERM, what batch schedulers send
+# before they kill (issue #12, item 9). Modes follow the umask, as other tools' outputs do (item 10).
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+_LIVE: set[Path] = set()
+_LIVE_LOCK = threading.Lock()
+_PREVIOUS_SIGTERM: Any = None
+
+
+def _umask() -> int:
+    try:  # Linux ≥ 4.7 reports it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _tmp_prefix(name: str) -> str:
+    return f".{name}.tmp-{_HOST}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove temporaries of ``target`` left by dead processes of this host; returns what was removed."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:tmp|old)-{re.escape(_HOST)}-(\d+)(?:-.*)?$")
+    removed: list[Path] = []
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and not _pid_alive(int(match.group(1))):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for path in live:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    previous = _PREVIOUS_SIGTERM
+    if callable(previous):
+        previous(signum, frame)
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # die of SIGTERM as before, so the exit status says so
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _tracked(path: Path) -> Iterator[None]:
+    """Remove ``path`` on SIGTERM while the block runs (main thread only; elsewhere the next write cleans up)."""
+    global _PREVIOUS_SIGTERM
+    installed = False
+    if threading.current_thread() is threading.main_thread():
+        current = signal.getsignal(signal.SIGTERM)
+        if current is not _on_sigterm and current is not signal.SIG_IGN:
+            _PREVIOUS_SIGTERM = current if callable(current) else None
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            installed = True
+    with _LIVE_LOCK:
+        _LIVE.add(path)
+    try:
+        yield
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(path)
+        if installed:
+            signal.signal(signal.SIGTERM, current)
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``target`` that replaces it only when the block succeeds.
 
     Raises :class:`OutputExistsError` up front if ``target`` exists and is not empty, unless ``overwrite``.
+    The temporary is removed if the block fails or the process gets SIGTERM; temporaries of ``target`` left by
+    dead processes (a SIGKILL) are removed first. The directory's mode follows the umask.
     """
     target = Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
         raise OutputExistsError(f"output {target} already exists and is not empty; pass overwrite (--overwrite) to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    _make_parent(target)
+    remove_stale_temporaries(target)
     try:
-        yield tmp
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target.name), dir=target.parent))
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    with _tracked(tmp):
+        try:
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+            yield tmp
+            _follow_umask(tmp)
+            if target.exists():
+                old = target.parent / f".{target.name}.old-{_HOST}-{os.getpid()}"
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except OSError as exc:
+            if isinstance(exc, FrameworkError):
+                raise
+            raise OutputWriteError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _follow_umask(root: Path) -> None:
+    """Give what was written under ``root`` the modes the umask asks for (safetensors writes files 0600)."""
+    mask = _umask()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o777 & ~mask)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o666 & ~mask)
+
+
+def _make_parent(target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot create {target.parent} for {target}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` that replaces it when the block succeeds (mode per the umask);
+    the same cleanup as :func:`atomic_directory`. An ``OSError`` becomes one :class:`OutputWriteError`."""
+    path = Path(path)
+    _make_parent(path)
+    remove_stale_temporaries(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    tmp = Path(name)
+    with _tracked(tmp):
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+            yield tmp
+            os.replace(tmp, path)
+        except OSError as exc:
+            if isinstance(exc, FrameworkError):
+                raise
+            raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write JSON to ``path`` through a temporary file and an atomic rename (see :func:`atomic_file`)."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def save_adapter(state: AdapterState, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -219,6 +374,7 @@ def save_adapter(state: AdapterState, directory: str | os.PathLike[str], *, over
     ``state.metadata`` (language, task, provenance) goes to ``adamergex.json`` and the safetensors header.
     Raises :class:`OutputExistsError` if ``directory`` holds files and ``overwrite`` is false.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     typ: AdapterType = ADAPTERS.get(state.kind)
@@ -229,7 +385,10 @@ def save_adapter(state: AdapterState, directory: str | os.PathLike[str], *, over
     with atomic_directory(directory, overwrite=overwrite) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "adamergex": json.dumps(meta)})
+        try:
+            save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "adamergex": json.dumps(meta)})
+        except SafetensorError as exc:  # safetensors reports a full or read-only disk as its own error
+            raise OutputWriteError(f"cannot write {Path(directory) / WEIGHTS_NAME}: {exc}") from exc
         (tmp / META_NAME).write_text(json.dumps({**meta, KIND_KEY: state.kind}, indent=2, sort_keys=True) + "\n")
     return Path(directory)
 

@@ -43,7 +43,8 @@ def check_base_model(model: Any, state: AdapterState, *, what: str = "adapter") 
     if state.base_model and name and state.base_model != name:
         raise IncompatibleAdaptersError(
             f"{what} was trained on base model {state.base_model!r} but the model given is {name!r}; "
-            "load the matching base model (or pass check_base_model=False if they are the same weights)"
+            "load the matching base model, or pass --no-base-model-check (check_base_model=False in Python) if they "
+            "are the same weights"
         )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .adapter_state import AdapterState
-from .errors import AdapterFormatError, ConfigError
+from .errors import AdapterFormatError, ConfigError, NumericalError
 from .io import atomic_directory, load_adapter, read_json, save_adapter
 from .registry import ADAPTERS, STRATEGIES
 from .strategy import Composition, Strategy, StrategyConfig
@@ -109,6 +109,7 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 
 def _merge(strat: Strategy, states: dict[str, AdapterState], cfg: StrategyConfig, rank: int | None) -> MergeResult:
     out = strat(states, cfg)
+    _check_finite(out, strat, cfg)  # before compression: an SVD of Inf/NaN is a LinAlgError, not an answer
     provenance: dict[str, Any] = {
         "strategy": strat.name,
         "params": cfg.to_dict(),
@@ -118,6 +119,7 @@ def _merge(strat: Strategy, states: dict[str, AdapterState], cfg: StrategyConfig
     compression = None
     if rank is not None and isinstance(out, AdapterState):
         out, compression = ADAPTERS.get(out.kind).compress(out, rank)
+        _check_finite(out, strat, cfg)
         provenance["compression"] = {k: v for k, v in compression.items() if k != "per_module"}
     if isinstance(out, AdapterState):
         out.metadata["merge"] = {**out.metadata.get("merge", {}), **provenance}
@@ -126,6 +128,21 @@ def _merge(strat: Strategy, states: dict[str, AdapterState], cfg: StrategyConfig
             out.metadata["merge"]["dropped_saved_modules"] = dropped
         out.metadata.pop("source", None)
     return MergeResult(out, provenance, compression)
+
+
+def _check_finite(out: AdapterState | Composition, strat: Strategy, cfg: StrategyConfig) -> None:
+    """Refuse a merge output holding NaN/Inf (the inputs are checked on load; parameters such as ``t=1e39``
+    overflow float32 in the merge itself), naming the module and tensor and the parameters that produced it."""
+    params = ", ".join(f"{k}={v}" for k, v in sorted(cfg.to_dict().items()))
+    where = f"the merge output of strategy {strat.name!r} ({params or 'no parameters'})"
+    try:
+        if isinstance(out, AdapterState):
+            out.check_finite(where)
+        else:
+            for name, member in out.adapters.items():
+                member.check_finite(f"{where}, member {name!r}")
+    except NumericalError as exc:
+        raise NumericalError(f"{exc}; nothing was written: parameters this large overflow, use smaller ones") from None
 
 
 def save_merge_output(result: MergeResult | AdapterState | Composition, directory: str | os.PathLike[str], *,

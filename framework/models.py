@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError
@@ -111,8 +112,25 @@ def load_pretrained(
         kwargs["num_labels"] = task.num_labels
     try:
         model, info = cls.from_pretrained(name, **kwargs)
+        _check_tokenizer_files(name)
         tokenizer = AutoTokenizer.from_pretrained(name, **common)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load model {name!r} as {cls.__name__}: {exc}") from None
     new_modules = sorted({k.rsplit(".", 1)[0] for k in info.get("missing_keys", [])})
     return model, tokenizer, new_modules
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model")
+"""A local model directory needs one of these to have a tokenizer (``tokenizer_config.json`` alone is not one)."""
+
+
+def _check_tokenizer_files(name: str) -> None:
+    """Refuse a local model directory without tokenizer files, naming the files looked for (transformers
+    raises a long traceback about ``NoneType`` instead)."""
+    path = Path(name)
+    if path.is_dir() and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ConfigError(
+            f"model directory {name} has no tokenizer files: none of {', '.join(TOKENIZER_FILES)}; save the "
+            "tokenizer there (tokenizer.save_pretrained)"
+        )

@@ -196,10 +196,47 @@ def load_local(data_files: DataFiles, split: str, *, source: str) -> datasets.Da
     if ext not in builder:
         raise ConfigError(f"{source}: data file {paths[0]!r} has extension {ext!r}; use one of {sorted(builder)}")
     kwargs: dict[str, Any] = {"delimiter": "\t"} if ext == "tsv" else {}
+    for p in paths:
+        _check_text_file(p, source, binary=ext == "parquet")
     try:
-        return datasets.load_dataset(builder[ext], data_files={"data": paths}, split="data", **kwargs)
+        ds = datasets.load_dataset(builder[ext], data_files={"data": paths}, split="data", **kwargs)
     except Exception as exc:  # datasets raises many types for unreadable files; name the file
-        raise ConfigError(f"{source}: could not read {paths}: {exc}") from exc
+        first = str(exc).strip().splitlines()
+        raise ConfigError(f"{source}: could not read {paths}: {first[0] if first else type(exc).__name__}") from exc
+    if len(ds) == 0:
+        raise ConfigError(f"{source}: data file(s) {paths} hold no examples")
+    return ds
+
+
+def _check_text_file(path: str, source: str, *, binary: bool) -> None:
+    """Refuse an empty file, and a text file that is not UTF-8 (``datasets`` would read bytes it cannot decode
+    silently or fail deep inside pyarrow); the file and the first bad byte are named."""
+    import codecs
+
+    try:
+        if os.path.getsize(path) == 0:
+            raise ConfigError(f"{source}: data file {path!r} is empty; it must hold at least one example")
+        if binary:
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    raise ConfigError(
+                        f"{source}: data file {path!r} must be UTF-8 text; byte {offset + exc.start} is "
+                        f"{block[exc.start:exc.start + 1]!r} ({exc.reason}). Convert it, e.g. "
+                        "`iconv -f latin1 -t utf-8`"
+                    ) from None
+                offset += len(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:  # a file cut in the middle of a character
+        raise ConfigError(f"{source}: data file {path!r} must be UTF-8 text; it ends inside a character "
+                          f"({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: data file {path!r} cannot be read: {exc.strerror or exc}") from None
 
 
 def get_task(name: str, **overrides: Any) -> Task:

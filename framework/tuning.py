@@ -4,9 +4,25 @@ The search space is the strategy's own config (:meth:`StrategyConfig.suggest`), 
 to keep in sync. One study per (strategy, adapter type): LoRA and (IA)³ have different scales (a ``t`` that is
 right for ΔW arithmetic is not right for ratios of vectors), so each type gets its own best parameters. Studies
 live in Optuna's own storages: an SQLite file by default (``sqlite:///study.db``), or a PostgreSQL URL for many
-workers (``postgresql+psycopg2://user:password@host/db``, needs the ``postgres`` extra). Reruns resume: trials already in the
-study count towards ``n_trials`` (Optuna's ``MaxTrialsCallback``), so several workers on one storage share the
-budget and an interrupted run picks up where it stopped.
+workers (``postgresql+psycopg2://user:password@host/db``, needs the ``postgres`` extra).
+
+Shared studies (:mod:`adamergex._studies`):
+
+- **Budget.** ``n_trials`` counts COMPLETE trials of the whole study: earlier runs and other workers count. Any
+  number of workers on one SQLite file or PostgreSQL database end with **exactly** ``n_trials`` COMPLETE
+  trials: a trial is claimed under a lock shared by the workers (PostgreSQL advisory lock, ``flock`` beside
+  the SQLite file) only while COMPLETE + RUNNING trials are fewer than ``n_trials``, and a worker that finds the
+  budget claimed waits to take over a claim that ends PRUNED or FAIL. Pruned and failed trials are never
+  budget. Other RDB servers (MySQL...) get no cross-process lock: there N workers may overshoot by up to N−1.
+- **Seeds.** The default sampler is TPE seeded per trial from ``(seed, trial number)``, so concurrent workers
+  with one ``--seed`` draw different values, a rerun continues the study's sequence instead of repeating it, and
+  the draw of trial *k* is reproducible given the study's history.
+- **Dead workers.** Storages run Optuna's heartbeat (``heartbeat_interval``; grace period twice that): a RUNNING
+  trial whose worker died is marked FAIL by the next worker's claim, and its budget is run again.
+- **Settings.** A study records at creation the strategy, adapter type, adapters' SHA-256 and the caller's
+  ``record`` (the CLI: task, languages, split, metric, limit, subsample seed, data fingerprint); continuing it
+  with any of them different is refused, naming each difference (no mixing of splits or languages).
+- **Credentials.** Storage URLs are written and printed with the password redacted (``***``).
 
 Tuning reads validation data only: the evaluation objective refuses the test split unless ``allow_test`` is
 passed, and the split is recorded in the result.
@@ -73,8 +89,10 @@ def tune(
     enqueue_default: bool = True,
     record: Mapping[str, Any] | None = None,
     groups: Mapping[str, Sequence[str]] | None = None,
+    heartbeat_interval: int = 60,
 ) -> TuneResult:
-    """Search ``strategy``'s parameters to optimise ``objective(merged, trial)`` over ``n_trials`` in total.
+    """Search ``strategy``'s parameters to optimise ``objective(merged, trial)`` until the study holds exactly
+    ``n_trials`` COMPLETE trials (however many workers share it; see the module docstring).
 
     Args:
         strategy: Registered name or :class:`Strategy`.
@@ -83,17 +101,23 @@ def tune(
         n_trials: Completed trials the study should hold in the end (earlier runs and other workers count).
         storage: Optuna storage URL (``sqlite:///...``, ``postgresql://...``); ``None`` keeps the study in memory.
         study_name: Defaults to ``"{strategy}-{adapter type}"``.
-        sampler, pruner: Optuna objects (default: seeded TPE, no pruning).
+        sampler, pruner: Optuna objects (default: TPE seeded per trial from ``(seed, trial number)``, no pruning).
         direction: ``maximize`` (scores) or ``minimize`` (losses).
         enqueue_default: Evaluate the strategy's default parameters first (once per study).
-        record: Extra facts stored on the study and in the result (task, language, split...).
+        record: Extra facts stored on the study at creation and compared on every continuation (task, languages,
+            split...); a difference is refused.
         groups: Group layout of ``groups=True`` parameters (``{"t": ["0-7", "8-15"]}``), passed unchanged to
             :meth:`StrategyConfig.suggest`, which then searches one value per group.
+        heartbeat_interval: Seconds between heartbeats of a running trial (``storage`` only); a RUNNING trial
+            without one for twice as long is a dead worker's, and is failed.
 
     Raises:
-        ConfigError: a strategy without tunable parameters, or ``n_trials`` < 1.
+        ConfigError: a strategy without tunable parameters, ``n_trials`` < 1, a storage that cannot be opened, or
+            a study created with other settings (each difference is named).
     """
     import optuna
+
+    from . import _studies
 
     strat = STRATEGIES.get(strategy) if isinstance(strategy, str) else strategy
     if n_trials < 1:
@@ -103,26 +127,11 @@ def tune(
     states = {role: as_state(value, role) for role, value in adapters.items()}
     kind = next(iter(states.values())).kind
     name = study_name or f"{strat.name}-{kind}"
-    study = optuna.create_study(
-        study_name=name, storage=storage, load_if_exists=True, direction=direction,
-        sampler=sampler or optuna.samplers.TPESampler(seed=seed), pruner=pruner or optuna.pruners.NopPruner(),
-    )
-    facts = {"strategy": strat.name, "adapter_type": kind, **dict(record or {}),
+    rdb = _studies.open_storage(storage, heartbeat_interval=heartbeat_interval) if storage is not None else None
+    shown = _studies.redact_url(storage)
+    facts = {"strategy": strat.name, "adapter_type": kind, "direction": direction,
+             "groups": {k: list(v) for k, v in sorted((groups or {}).items())}, **dict(record or {}),
              "inputs": {r: s.fingerprint() for r, s in sorted(states.items())}}
-    if study.user_attrs.get("inputs") not in (None, facts["inputs"]):
-        raise ConfigError(
-            f"study {name!r} in {storage} was run on other adapters (their SHA-256 differ); "
-            "pick another --study-name or storage"
-        )
-    for key, value in facts.items():
-        study.set_user_attr(key, value)
-    if enqueue_default and not study.trials:
-        defaults = {p["name"]: p["default"] for p in strat.config.parameters() if p["tune"]}
-        for pname, specs in (groups or {}).items():
-            defaults.pop(pname, None)
-            default = next((p["default"] for p in strat.config.parameters() if p["name"] == pname), None)
-            defaults.update({f"{pname}@{g}": default for g in specs})
-        study.enqueue_trial(defaults)
 
     def run_trial(trial: optuna.Trial) -> float:
         cfg: StrategyConfig = strat.config.suggest(trial, groups=groups)
@@ -131,16 +140,26 @@ def tune(
             raise optuna.TrialPruned(f"objective returned {value}")
         return value
 
-    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    if done < n_trials:
-        study.optimize(
-            run_trial, n_trials=n_trials - done,
-            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))],
-        )
+    with _studies.claim_lock(storage, name) as lock:
+        with lock():  # creation, settings and the default trial: once, whichever worker comes first
+            study = optuna.create_study(
+                study_name=name, storage=rdb, load_if_exists=True, direction=direction,
+                sampler=sampler or _studies.PerTrialSeededSampler(seed), pruner=pruner or optuna.pruners.NopPruner(),
+            )
+            _studies.check_study_record(study, facts, where=str(shown or "memory"))
+            if enqueue_default and not study.trials:
+                defaults = {p["name"]: p["default"] for p in strat.config.parameters() if p["tune"]}
+                for pname, specs in (groups or {}).items():
+                    defaults.pop(pname, None)
+                    default = next((p["default"] for p in strat.config.parameters() if p["name"] == pname), None)
+                    defaults.update({f"{pname}@{g}": default for g in specs})
+                study.enqueue_trial(defaults)
+        _studies.run_budget(study, n_trials, run_trial, lock, storage=rdb,
+                            poll=min(1.0, float(heartbeat_interval)))
     best = study.best_trial
     complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     value = best.value if best.value is not None else math.nan
-    return TuneResult(strat.name, kind, dict(best.params), float(value), complete, name, storage, facts)
+    return TuneResult(strat.name, kind, dict(best.params), float(value), complete, name, shown, facts)
 
 
 def evaluation_objective(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -119,23 +118,17 @@ def _plot(record: Mapping[str, Any], path: Path) -> None:
 
 
 def write(directory: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
-    """Write ``results.json``, ``results.md`` and ``results.png`` into ``directory`` (each file atomically)."""
+    """Write ``results.json``, ``results.md`` and ``results.png`` into ``directory`` (each file atomically, with
+    modes that follow the umask; :func:`adamergex.io.atomic_file`)."""
+    from adamergex.io import atomic_file
+
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
     payloads = {
         "results.json": (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode(),
         "results.md": markdown(record).encode(),
     }
     for name, data in payloads.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, out / name)
-    fd, tmp = tempfile.mkstemp(prefix=".results.png.", suffix=".png", dir=out)
-    os.close(fd)
-    try:
-        _plot(record, Path(tmp))
-        os.replace(tmp, out / "results.png")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with atomic_file(out / name) as tmp:
+            tmp.write_bytes(data)
+    with atomic_file(out / "results.png") as tmp:
+        _plot(record, tmp)

@@ -149,12 +149,33 @@ class DemoConfig:
 
 
 # -- running -----------------------------------------------------------------------------------------------------
-def _check_output(path: Path, overwrite: bool) -> None:
+def _check_output(path: Path, overwrite: bool, cache_dir: str | None) -> None:
+    """The demo writes only :data:`OUTPUT_FILES` into ``path``; it replaces them only when they are a previous
+    demo's (``results.json`` holds a demo record), and never writes into the base model's cache (issue #12)."""
+    from adamergex._outputs import check_apart
+
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--output {path} is a file; it must be a directory (or not exist yet)")
+    if cache_dir:
+        check_apart(path, {"--cache-dir": cache_dir}, inside_only=True)
     existing = [name for name in OUTPUT_FILES if (path / name).exists()]
     if existing and not overwrite:
         raise OutputExistsError(
             f"output {path} already holds results ({', '.join(existing)}); pass --overwrite to replace them"
         )
+    if existing and not _is_demo_record(path / "results.json"):
+        raise OutputExistsError(
+            f"--output {path} is not a previous adamergex demo output (its {', '.join(existing)} hold no demo "
+            "record); --overwrite replaces only the demo's own results. Remove them yourself or pick another --output"
+        )
+
+
+def _is_demo_record(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and {"config", "summary", "per_seed"} <= set(data)
 
 
 def _git_sha() -> str | None:
@@ -296,7 +317,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from . import _report
 
     out = Path(cfg.output)
-    _check_output(out, cfg.overwrite)
+    _check_output(out, cfg.overwrite, cfg.cache_dir)
     roles = ("task", UPPER, "ref_source", "ref_target")  # longest jobs first, for the pool's sake
     jobs = [(kind, seed, role) for role in roles for kind in cfg.adapters for seed in cfg.seeds]
     workers = min(cfg.workers or _jobs.default_workers(), len(jobs))

@@ -36,8 +36,8 @@ class PawsxTask(PairClassificationTask):
     label_names: ClassVar[tuple[str, ...]] = ("not_paraphrase", "paraphrase")
 
     dataset_id: str = "google-research-datasets/paws-x"
-    # Must be pinned: no commit of the script-free (Parquet) revision was found to cite; "main" until then.
-    revision: str | None = "main"
+    # The script-free (Parquet: ``{lang}/{split}-00000-of-00001.parquet``) revision.
+    revision: str | None = "4cd8187c404bda33cb1f62b49b001115862acf37"
     languages: tuple[str, ...] = ("en", *(lang for lang in PAPER_LANGUAGES if lang in _HUB_LANGUAGES))
     num_labels: int = 2
     template: str = "same_meaning"

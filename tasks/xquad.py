@@ -52,9 +52,8 @@ class XquadTask(Task):
     """Hub dataset of the English source (SQuAD v1.1)."""
     source_config: str = "plain_text"
     """Config of the English source."""
-    # Must be pinned: no commit of rajpurkar/squad was found to cite; "main" until then.
-    source_revision: str | None = "main"
-    """Revision of the English source."""
+    source_revision: str | None = "7b6d24c440a36b6815f21b70d25016731768db1f"
+    """Pinned revision of the English source (Parquet: ``plain_text/{split}-00000-of-00001.parquet``)."""
     template: str = "context_question"
     """Prompt template name (see ``adamergex.tasks._prompts``)."""
 

@@ -111,6 +111,13 @@ class LoraAdapter(AdapterType):
                     f"{source}: module {module} has rank {a.shape[0]} in {a_name} but {b.shape[1]} in {b_name}"
                 )
             r = a.shape[0]
+            declared = _pattern_value(config.get("rank_pattern") or {}, module, config.get("r"))
+            if declared is not None and int(declared) != r:  # PEFT refuses to load such a directory
+                where = "rank_pattern" if declared != config.get("r") else "r"
+                raise AdapterFormatError(
+                    f"{source}: module {module} has rank {r} in its tensors ({a_name} {tuple(a.shape)}) but the "
+                    f"config's {where} says {declared}; the config and the weights must agree"
+                )
             alpha = float(_pattern_value(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", 8)))
             scaling[module] = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
         return AdapterState(

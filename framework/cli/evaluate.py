@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, OutputExistsError
+from ..errors import ConfigError
 from ..task import DataFiles, get_task
 
 __all__ = ["cli_evaluate", "parse_data_files"]
@@ -62,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-files", nargs="+", default=[], metavar="LANG[:SPLIT]=PATH",
                    help="local data per language instead of the Hub")
     p.add_argument("--output", help="write the results as JSON to this file (atomically)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an --output file that a previous adamergex evaluate wrote")
     p.add_argument("--predictions", action="store_true", help="include per-example predictions in --output")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default: 16)")
     p.add_argument("--normalization", choices=NORMALIZATIONS, default="sum",
@@ -86,15 +86,30 @@ def _parser() -> argparse.ArgumentParser:
 def cli_evaluate(argv: list[str]) -> int:
     """``adamergex evaluate``: everything is validated before the model is loaded; nothing is written on error."""
     args = _parser().parse_args(argv)
-    from ..evaluation import check_languages, check_options, data_files_for, evaluate, load_model, resolve_adapter
+    from ..evaluation import (
+        check_languages,
+        check_options,
+        data_files_for,
+        evaluate,
+        load_model,
+        resolve_adapter,
+    )
 
     task = get_task(args.task)
     langs = check_languages(task, [lang.strip() for lang in args.languages.split(",") if lang.strip()])
     check_options(task, args.split, args.purpose, args.allow_test, args.normalization, args.limit, args.seed)
     data_files = parse_data_files(args.data_files)
     data_files_for(data_files, langs)
-    if args.output and Path(args.output).exists() and not args.overwrite:
-        raise OutputExistsError(f"output {args.output} already exists; pass --overwrite to replace it")
+    if args.output:  # before the run: a file path apart from every input, replacing only a previous result
+        from .._outputs import check_apart, check_replaceable, is_evaluation_output
+
+        inputs: dict[str, Any] = {"--adapter": args.adapter, "--model": args.model, "--tokenizer": args.tokenizer}
+        for lang, files in (data_files or {}).items():
+            for split, path in ({"": files} if not isinstance(files, dict) else files).items():
+                inputs[f"--data-files {lang}{':' + split if split else ''}"] = path
+        check_apart(args.output, inputs, kind="file")
+        check_replaceable(args.output, overwrite=args.overwrite, kind="file", ours=is_evaluation_output,
+                          what="an adamergex evaluation result")
     adapter = resolve_adapter(args.adapter) if args.adapter else None
     model, tokenizer = load_model(
         args.model, task=task, adapter=adapter, model_type=args.model_type, tokenizer=args.tokenizer,

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, OutputExistsError
+from .._outputs import check_apart, check_replaceable
+from ..errors import ConfigError
 from ..strategy import ROLES
 
 __all__ = ["cli_merge", "parse_params"]
@@ -41,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="strategy parameter")
     parser.add_argument("--rank", type=int, default=None, help="compress a merged LoRA to this rank (exact SVD)")
     parser.add_argument("--output", required=True, help="output directory (PEFT adapter or composition)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an output directory that a previous adamergex command wrote")
     return parser
 
 
@@ -55,8 +57,9 @@ def cli_merge(argv: list[str]) -> int:
     given = {r: getattr(args, r) for r in ROLES if getattr(args, r)}
     adapters = strat.select(given)
     out = Path(args.output)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise OutputExistsError(f"output {out} already exists and is not empty; pass --overwrite to replace it")
+    # Before any work: never onto an input, and --overwrite replaces only a previous adamergex output (#12).
+    check_apart(out, {f"--{r.replace('_', '-')}": v for r, v in given.items()}, kind="directory")
+    check_replaceable(out, overwrite=args.overwrite)
     result = merge(strat, adapters, parse_params(args.param), rank=args.rank)
     save_merge_output(result, out, overwrite=args.overwrite)
     summary: dict[str, Any] = {"strategy": strat.name, "output": str(out), "params": result.provenance["params"]}

@@ -2,7 +2,9 @@
 
 Writes ``best.json``, the best merge (``best_adapter/``) and Optuna's optimisation-history plot
 (``history.png``) to ``--output``; the study lives in ``--storage`` (default: ``OUTPUT/study.db``), and a rerun
-resumes it (:func:`adamergex.tuning.tune`).
+resumes it (:func:`adamergex.tuning.tune`). Several workers may share one ``--storage`` and ``--study-name``: together
+they run exactly ``--n-trials`` completed trials. Every option, the output and the storage are checked before the
+model loads; nothing is written on error, and the storage's password is never written or printed.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-from ..errors import OutputExistsError
+from ..errors import ConfigError, OutputExistsError
 from ..task import check_tuning_split
 
 __all__ = ["cli_tune"]
@@ -36,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-files", nargs="+", default=[], metavar="LANG[:SPLIT]=PATH", help="local data per language")
     p.add_argument("--seed", type=int, default=0, help="sampler and subsample seed")
     p.add_argument("--output", required=True, help="directory for best.json, best_adapter/ and history.png")
+    p.add_argument("--heartbeat-interval", type=int, default=60,
+                   help="seconds between a running trial's heartbeats; a trial silent for twice as long belongs to "
+                   "a dead worker and is failed (default: 60)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
     return p
 
@@ -44,10 +50,18 @@ def cli_tune(argv: list[str]) -> int:
     """``adamergex tune``: tune a strategy on the validation split; writes best.json, the best merge and a plot."""
     args = _parser().parse_args(argv)
     check_tuning_split(args.split, args.allow_test)
+    if args.n_trials < 1:
+        raise ConfigError(f"--n-trials must be at least 1, got {args.n_trials}")
     out = Path(args.output)
-    if (out / "best.json").exists():
-        raise OutputExistsError(f"{out / 'best.json'} exists; the study resumes from its storage, pick another --output")
-    from ..evaluation import load_model
+    from .._outputs import check_apart, check_replaceable
+    from .._studies import data_fingerprint, open_storage, redact_url
+    from ..evaluation import (
+        check_languages,
+        check_options,
+        data_files_for,
+        load_model,
+        metric_names,
+    )
     from ..io import write_json_atomic
     from ..merging import as_state, merge, save_merge_output
     from ..registry import STRATEGIES
@@ -55,25 +69,50 @@ def cli_tune(argv: list[str]) -> int:
     from ..tuning import evaluation_objective, plot_history, tune
     from .evaluate import parse_data_files
 
+    task = get_task(args.task)
+    languages = check_languages(task, [x.strip() for x in args.languages.split(",") if x.strip()])
+    check_options(task, args.split, "tuning", args.allow_test, "sum", args.limit, args.seed)
+    names = metric_names(task)
+    metric = args.metric or names[0]
+    if metric not in names:
+        raise ConfigError(f"--metric must be one that task {args.task!r} reports ({', '.join(names)}), got {metric!r}")
+    data_files = parse_data_files(args.data_files)
+    data_files_for(data_files, languages)
     strat = STRATEGIES.get(args.strategy)
     adapters = strat.select({"task": args.task_adapter, "ref_source": args.ref_source, "ref_target": args.ref_target})
+    inputs: dict[str, Any] = {f"--{r.replace('_', '-')}" if r != "task" else "--task-adapter": v
+                              for r, v in adapters.items() if isinstance(v, str)}
+    inputs["--model"] = args.model
+    for lang, files in (data_files or {}).items():
+        for split, path in (files.items() if isinstance(files, dict) else {"": files}.items()):
+            inputs[f"--data-files {lang}{':' + split if split else ''}"] = path
+    check_apart(out, inputs, kind="directory")
+    if (out / "best.json").exists():
+        raise OutputExistsError(f"{out / 'best.json'} exists; the study resumes from its storage, pick another --output")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output {out} is a file; it must be a directory (or not exist yet)")
+    check_replaceable(out / "best_adapter", overwrite=True, option="--output's best_adapter")
     states = {r: as_state(v, r) for r, v in adapters.items()}
+    if args.storage:  # a bad URL or an unreachable server is refused before anything is written
+        open_storage(args.storage, heartbeat_interval=args.heartbeat_interval).engine.dispose()
     out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    languages = [x.strip() for x in args.languages.split(",") if x.strip()]
-    task = get_task(args.task)
     model, tokenizer = load_model(args.model, task=task, adapter=states["task"], model_type="auto",
                                   trust_remote_code=args.trust_remote_code)
     objective = evaluation_objective(
-        model, tokenizer, args.task, languages, metric=args.metric, split=args.split, allow_test=args.allow_test,
-        limit=args.limit, seed=args.seed, data_files=parse_data_files(args.data_files),
+        model, tokenizer, args.task, languages, metric=metric, split=args.split, allow_test=args.allow_test,
+        limit=args.limit, seed=args.seed, data_files=data_files,
     )
-    record = {"task": args.task, "languages": languages, "split": args.split, "limit": args.limit, "seed": args.seed}
+    record = {"task": args.task, "languages": languages, "split": args.split, "metric": metric, "limit": args.limit,
+              "subsample_seed": args.seed if args.limit is not None else None,
+              "data": data_fingerprint(task, languages, args.split, data_files)}
     result = tune(strat, states, objective, n_trials=args.n_trials, storage=storage, study_name=args.study_name,
-                  seed=args.seed, record=record)
+                  seed=args.seed, record=record, heartbeat_interval=args.heartbeat_interval)
     best = merge(strat, states, result.best_params)
     save_merge_output(best, out / "best_adapter", overwrite=True)
     plot_history(storage, result.study_name, out / "history.png")
-    write_json_atomic(out / "best.json", result.to_dict())
-    print(json.dumps(result.to_dict(), indent=2, default=str))
+    summary = {**result.to_dict(), "storage": redact_url(storage), "seed": args.seed}
+    write_json_atomic(out / "best.json", summary)
+    print(json.dumps(summary, indent=2, default=str))
     return 0
+

@@ -28,6 +28,7 @@ from ._harness import (
     check_options,
     data_files_for,
     evaluate,
+    metric_names,
     resolve_adapter,
 )
 from ._models import load_model
@@ -67,6 +68,7 @@ __all__ = [
     "generate_answers",
     "generate_continuations",
     "load_model",
+    "metric_names",
     "loglikelihoods",
     "model_max_length",
     "perplexity",

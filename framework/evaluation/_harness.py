@@ -217,6 +217,17 @@ def _metric_name(metric: Any) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def metric_names(task: Task) -> list[str]:
+    """The metric names :func:`evaluate` reports for ``task`` (what ``--metric`` may name), known before scoring."""
+    import warnings
+
+    if task.kind == "language_modeling":
+        return ["nll_per_token", "perplexity"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "compute called before update": only the names are wanted
+        return sorted(_metric_values(task.metric()))
+
+
 def _metric_values(metric: torchmetrics.Metric) -> dict[str, float]:
     value = metric.compute()
     if isinstance(value, Mapping):

@@ -117,3 +117,37 @@ def test_cli_refuses_a_head_the_checkpoint_lacks_and_the_adapter_does_not_bring(
                    "--languages", "en", "--data-files", f"en={data}", "--no-progress"])
     assert rc == 2
     assert "has no weights for ['bert.pooler.dense'], so they would be evaluated at random" in capsys.readouterr().err
+
+
+# -- issue #12, item 14: one line naming the file or the flag --------------------------------------------------
+def test_data_files_that_are_not_utf8_or_empty_are_named(saved: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = saved["dir"] / "latin1.jsonl"
+    bad.write_bytes('{"premise": "café", "hypothesis": "b", "label": "a"}\n'.encode("latin-1"))
+    empty = saved["dir"] / "empty.jsonl"
+    empty.write_bytes(b"")
+    base = ["evaluate", "--model", saved["model"], "--task", "toy_choice", "--languages", "en", "--no-progress"]
+    assert main([*base, "--data-files", f"en={bad}"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("adamergex ")]  # no progress bars
+    assert len(err) == 1 and f"data file {str(bad)!r} must be UTF-8 text; byte 16 is b'\\xe9'" in err[0]
+    assert main([*base, "--data-files", f"en={empty}"]) == 2
+    assert f"data file {str(empty)!r} is empty" in capsys.readouterr().err
+
+
+def test_a_model_directory_without_tokenizer_files_names_them(saved: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    bare = saved["dir"] / "bare-model"
+    shutil.copytree(saved["model"], bare)
+    for p in bare.iterdir():
+        if "token" in p.name or p.name in ("vocab.json", "merges.txt", "special_tokens_map.json"):
+            p.unlink()
+    assert main(["evaluate", "--model", str(bare), "--task", "toy_choice", "--languages", "en",
+                 "--data-files", *saved["data"][:1], "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"model directory {bare} has no tokenizer files: none of tokenizer.json" in err
+    assert "Traceback" not in err
+
+
+def test_a_base_model_mismatch_names_the_command_line_flag(saved: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(run(saved, adapter="foreign")) == 2
+    assert "pass --no-base-model-check" in capsys.readouterr().err

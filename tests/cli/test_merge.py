@@ -85,7 +85,12 @@ def test_existing_output_needs_overwrite(dirs: dict[str, Path], tmp_path: Path, 
     assert run(dirs, out, "--strategy", "source_only") == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").exists()
-    assert run(dirs, out, "--strategy", "source_only", "--overwrite") == 0
+    assert run(dirs, out, "--strategy", "source_only", "--overwrite") == 2  # not an adamergex output: kept
+    assert "is not an adamergex output (it holds keep.txt)" in capsys.readouterr().err
+    assert (out / "keep.txt").exists()
+    merged = tmp_path / "merged"
+    assert run(dirs, merged, "--strategy", "source_only") == 0
+    assert run(dirs, merged, "--strategy", "source_only", "--overwrite") == 0
 
 
 def test_strategies_command_lists_roles_and_parameters(capsys) -> None:  # noqa: ANN001

@@ -88,8 +88,8 @@ def test_hub_sources(task, fake_hub) -> None:  # type: ignore[no-untyped-def]
     assert fake_hub.calls == [
         {**gsm8k, "split": "train[:-500]"},
         {**gsm8k, "split": "train[-500:]"},
-        {"path": "juletxara/mgsm", "name": "en", "split": "test", "revision": "main"},
-        {"path": "juletxara/mgsm", "name": "sw", "split": "test", "revision": "main"},
+        {"path": "juletxara/mgsm", "name": "en", "split": "test", "revision": "b2f13d426afe3be8d69a7e739b36724db8b66bbc"},
+        {"path": "juletxara/mgsm", "name": "sw", "split": "test", "revision": "b2f13d426afe3be8d69a7e739b36724db8b66bbc"},
     ]
     with pytest.raises(UnknownNameError, match="no 'train' split for language 'sw' on the Hub; available: test"):
         task.hub_source("sw", "train")

@@ -59,5 +59,5 @@ def test_hub_arguments(task, fake_hub) -> None:  # type: ignore[no-untyped-def]
     fake_hub.rows = [{"id": 1, "sentence1": "a", "sentence2": "b", "label": 1}]
     task.load("zh", "validation")
     assert fake_hub.calls == [
-        {"path": "google-research-datasets/paws-x", "name": "zh", "split": "validation", "revision": "main"}
+        {"path": "google-research-datasets/paws-x", "name": "zh", "split": "validation", "revision": "4cd8187c404bda33cb1f62b49b001115862acf37"}
     ]

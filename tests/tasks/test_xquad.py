@@ -68,7 +68,7 @@ def test_hub_sources(task, fake_hub) -> None:  # type: ignore[no-untyped-def]
     task.load("zh", "test")
     xquad = {"path": "google/xquad", "split": "validation", "revision": "51adfef1c1287aab1d2d91b5bead9bcfb9c68583"}
     assert fake_hub.calls == [
-        {"path": "rajpurkar/squad", "name": "plain_text", "split": "train", "revision": "main"},
+        {"path": "rajpurkar/squad", "name": "plain_text", "split": "train", "revision": "7b6d24c440a36b6815f21b70d25016731768db1f"},
         {**xquad, "name": "xquad.en"},
         {**xquad, "name": "xquad.zh"},
     ]
