@@ -192,11 +192,7 @@ class Session:
     # -- one cell ----------------------------------------------------------------------------------------------
     def run_cell(self, cell: Cell, on_adapter: Callable[[], None] | None = None) -> dict[str, Any]:
         """Train or load the cell's adapters, merge (or tune, then merge the best), score; the row."""
-        from adamergex.evaluation import evaluate
-        from adamergex.merging import merge
-
         started = time.perf_counter()
-        ev = self.cfg.evaluation
         states: dict[str, Any] = {}
         keys: dict[str, str] = {}
         for role, job in cell.roles(self.cfg.source).items():
