@@ -77,6 +77,23 @@ def _objective_for_config(config: Any, task_kind: str) -> Objective:
     return "causal_lm"
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+"""Files a saved tokenizer consists of (``tokenizer.json`` alone, or a vocabulary / SentencePiece model)."""
+
+
+def _check_tokenizer_files(name: str) -> None:
+    """A local model directory must hold a tokenizer: say which files are missing before the weights load."""
+    import os
+
+    if not os.path.isdir(name):
+        return
+    vocabularies = [f for f in TOKENIZER_FILES if f != "tokenizer_config.json"]
+    if not any(os.path.isfile(os.path.join(name, f)) for f in vocabularies):
+        raise ConfigError(f"model directory {name} has no tokenizer: none of {', '.join(vocabularies)} is there. "
+                          "Save the tokenizer beside the weights (tokenizer.save_pretrained(DIR))")
+
+
 def load_pretrained(
     name: str,
     *,
@@ -95,6 +112,7 @@ def load_pretrained(
                               AutoModelForSequenceClassification, AutoTokenizer)
 
     common = {"revision": revision, "trust_remote_code": trust_remote_code}
+    _check_tokenizer_files(name)
     try:
         config = AutoConfig.from_pretrained(name, **common)
     except (OSError, ValueError) as exc:

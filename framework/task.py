@@ -195,11 +195,45 @@ def load_local(data_files: DataFiles, split: str, *, source: str) -> datasets.Da
     builder = {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "parquet": "parquet", "txt": "text"}
     if ext not in builder:
         raise ConfigError(f"{source}: data file {paths[0]!r} has extension {ext!r}; use one of {sorted(builder)}")
+    for p in paths:
+        if os.path.isfile(p) and os.path.getsize(p) == 0:
+            raise ConfigError(f"{source}: data file {p!r} is empty")
+        if ext != "parquet":
+            _check_utf8(p, source)
     kwargs: dict[str, Any] = {"delimiter": "\t"} if ext == "tsv" else {}
     try:
-        return datasets.load_dataset(builder[ext], data_files={"data": paths}, split="data", **kwargs)
-    except Exception as exc:  # datasets raises many types for unreadable files; name the file
-        raise ConfigError(f"{source}: could not read {paths}: {exc}") from exc
+        ds = datasets.load_dataset(builder[ext], data_files={"data": paths}, split="data", **kwargs)
+    except Exception as exc:  # datasets raises many types for unreadable files; name the file, in one line
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"{source}: could not read {paths}: {text}") from exc
+    if len(ds) == 0:
+        raise ConfigError(f"{source}: data file(s) {paths} hold no examples (empty lines only)")
+    return ds
+
+
+def _check_utf8(path: str, source: str) -> None:
+    """Refuse a text data file that is not UTF-8, naming the line (``datasets`` reads the bytes and fails only
+    when a row is decoded, deep inside pyarrow). Reads the file once in 1 MiB blocks."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, offset = 1, 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                bad = offset + exc.start
+                line += block[:exc.start].count(b"\n")
+                raise ConfigError(f"{source}: data file {path!r} is not UTF-8 (byte {bad}, line {line}: "
+                                  f"{exc.reason}); convert it, e.g. iconv -f latin1 -t utf-8") from None
+            line += block.count(b"\n")
+            offset += len(block)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: data file {path!r} is not UTF-8 (it ends inside a character: "
+                              f"{exc.reason})") from None
 
 
 def get_task(name: str, **overrides: Any) -> Task:
