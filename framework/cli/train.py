@@ -111,9 +111,9 @@ def _quiet_libraries(verbose: bool) -> Iterator[None]:
 
     t_level, d_level = transformers.logging.get_verbosity(), datasets.logging.get_verbosity()
     t_bars, d_bars = transformers.utils.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
-    transformers.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     datasets.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     datasets.disable_progress_bars()
     try:
         yield
@@ -121,7 +121,7 @@ def _quiet_libraries(verbose: bool) -> Iterator[None]:
         transformers.logging.set_verbosity(t_level)
         datasets.logging.set_verbosity(d_level)
         if t_bars:
-            transformers.utils.logging.enable_progress_bar()
+            transformers.utils.logging.enable_progress_bar()  # type: ignore[no-untyped-call]
         if d_bars:
             datasets.enable_progress_bars()
 

@@ -57,7 +57,8 @@ def _check_output(out: Path) -> None:
 
 
 def _run_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(record, sort_keys=True, default=str))
+    out: dict[str, Any] = json.loads(json.dumps(record, sort_keys=True, default=str))
+    return out
 
 
 def _check_resume(ckpt_path: Path, record: Mapping[str, Any]) -> None:
@@ -244,7 +245,7 @@ def _train(
         net = prepare_model(model, adapter=ad.adapter, adapter_options=ad.adapter_options, objective=objective,
                             stack_on=stacked, adapter_name=ad.adapter_name, new_modules=ad.new_modules)
         if objective == "sequence_classification":
-            saved = net.peft_config[ad.adapter_name].modules_to_save  # type: ignore[union-attr]
+            saved = getattr(net.peft_config[ad.adapter_name], "modules_to_save", None)
             head_info["modules"] = list(saved or [])
     initial = {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
 
