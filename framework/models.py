@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError
@@ -78,6 +77,23 @@ def _objective_for_config(config: Any, task_kind: str) -> Objective:
     return "causal_lm"
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+"""Files a saved tokenizer consists of (``tokenizer.json`` alone, or a vocabulary / SentencePiece model)."""
+
+
+def _check_tokenizer_files(name: str) -> None:
+    """A local model directory must hold a tokenizer: say which files are missing before the weights load."""
+    import os
+
+    if not os.path.isdir(name):
+        return
+    vocabularies = [f for f in TOKENIZER_FILES if f != "tokenizer_config.json"]
+    if not any(os.path.isfile(os.path.join(name, f)) for f in vocabularies):
+        raise ConfigError(f"model directory {name} has no tokenizer: none of {', '.join(vocabularies)} is there. "
+                          "Save the tokenizer beside the weights (tokenizer.save_pretrained(DIR))")
+
+
 def load_pretrained(
     name: str,
     *,
@@ -96,6 +112,7 @@ def load_pretrained(
                               AutoModelForSequenceClassification, AutoTokenizer)
 
     common = {"revision": revision, "trust_remote_code": trust_remote_code}
+    _check_tokenizer_files(name)
     try:
         config = AutoConfig.from_pretrained(name, **common)
     except (OSError, ValueError) as exc:
@@ -112,7 +129,6 @@ def load_pretrained(
         kwargs["num_labels"] = task.num_labels
     try:
         model, info = cls.from_pretrained(name, **kwargs)
-        _check_tokenizer_files(name)
         tokenizer = AutoTokenizer.from_pretrained(name, **common)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load model {name!r} as {cls.__name__}: {exc}") from None
@@ -120,17 +136,3 @@ def load_pretrained(
     return model, tokenizer, new_modules
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
-                   "sentencepiece.bpe.model")
-"""A local model directory needs one of these to have a tokenizer (``tokenizer_config.json`` alone is not one)."""
-
-
-def _check_tokenizer_files(name: str) -> None:
-    """Refuse a local model directory without tokenizer files, naming the files looked for (transformers
-    raises a long traceback about ``NoneType`` instead)."""
-    path = Path(name)
-    if path.is_dir() and not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise ConfigError(
-            f"model directory {name} has no tokenizer files: none of {', '.join(TOKENIZER_FILES)}; save the "
-            "tokenizer there (tokenizer.save_pretrained)"
-        )

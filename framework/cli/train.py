@@ -10,9 +10,12 @@ A dataclass field and the docstring under it give the default, the YAML key and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +95,35 @@ class TrainCommand:
 
 
 # Training options set through TrainCommand's own fields (their CLI form differs) or by the command itself.
-_IMPLIED = ("data_files", "head", "stack_on", "devices", "progress_bar", "base_model_revision")
+_IMPLIED = ("data_files", "head", "stack_on", "devices", "progress_bar", "base_model_revision", "new_modules")
+
+
+@contextlib.contextmanager
+def _quiet_libraries(verbose: bool) -> Iterator[None]:
+    """Keep transformers' and datasets' notes off the console unless ``verbose``: load reports (a classifier the
+    checkpoint lacks is expected when a head is added; the command says so in one line), tied-weight notes about
+    heads the checkpoint lacks (refused or replaced by --head), and per-file progress bars. Errors still show."""
+    if verbose:
+        yield
+        return
+    import datasets
+    import transformers
+
+    t_level, d_level = transformers.logging.get_verbosity(), datasets.logging.get_verbosity()
+    t_bars, d_bars = transformers.utils.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    datasets.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(t_level)
+        datasets.logging.set_verbosity(d_level)
+        if t_bars:
+            transformers.utils.logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+        if d_bars:
+            datasets.enable_progress_bars()
 
 
 def _groups() -> list[type]:
@@ -138,10 +169,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainCommand, TrainingConfig,
 
 def cli_train(argv: list[str]) -> int:
     """``adamergex train``: see ``adamergex train --help``. Returns the exit status."""
-    import torch
     import yaml
-
-    from ..training import TrainingConfig, head_modules, train_adapter, train_reference_head
 
     cmd, cfg, print_only = parse_train_args(argv)
     if print_only:
@@ -151,6 +179,17 @@ def cli_train(argv: list[str]) -> int:
         return 0
     if cfg.run.output is None:
         raise ConfigError("output must be set (--output or 'output:' in the YAML)")
+    if Path(cfg.run.output).exists() and not Path(cfg.run.output).is_dir():
+        raise ConfigError(f"output {cfg.run.output} is a file; --output must name a directory to write the "
+                          "adapter to")
+    with _quiet_libraries(cfg.trainer.verbose):
+        return _run(cmd, cfg)
+
+
+def _run(cmd: TrainCommand, cfg: TrainingConfig) -> int:
+    import torch
+
+    from ..training import TrainingConfig, head_modules, train_adapter, train_reference_head
     task = get_task(cmd.task, **cfg.data.task_options)
     task.check_language(cmd.language)
     for lang in cmd.head_languages:
@@ -169,11 +208,12 @@ def cli_train(argv: list[str]) -> int:
         raise ConfigError(
             f"{cmd.model} has no trained LM head (the checkpoint lacks {fresh_heads}); an adapter trained beside a "
             "random head mostly learns the head. Train a shared head once with --train-head and pass --head DIR")
-    adapter_options = dict(cfg.adapter.adapter_options)
-    extra = [m for m in new_modules if objective == "sequence_classification" and m.split(".")[0] not in heads]
-    if extra:  # anything else the checkpoint lacked would be re-randomised at the next load: save it too
-        adapter_options["modules_to_save"] = [*adapter_options.get("modules_to_save", []), *extra]
-    cfg = TrainingConfig.of(cfg, objective=objective, adapter_options=adapter_options)
+    if objective == "sequence_classification" and new_modules and not cmd.train_head:
+        # the one line left of transformers' load report: what starts random, and that the adapter keeps it
+        print(f"adamergex train: {cmd.model} lacks {', '.join(new_modules)}; trained and saved with the adapter",
+              file=sys.stderr)
+    # what the checkpoint lacked is random at every load: a classifier's adapter saves it (prepare_model)
+    cfg = TrainingConfig.of(cfg, objective=objective, new_modules=tuple(new_modules))
     if cmd.train_head:
         head = train_reference_head(model, tokenizer, task, cmd.head_languages or [cmd.language],
                                     TrainingConfig.of(cfg, adapter_options={}))

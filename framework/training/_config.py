@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 OnStall = Literal["retry", "error", "warn"]
+BaseDropout = Literal["off", "on"]
 Schedule = Literal["linear", "cosine", "constant"]
 
 
@@ -72,8 +73,23 @@ class AdapterConfig:
     """Directory of a shared reference head (from --train-head) to load and freeze."""
     adapter_name: str = "default"
     """PEFT adapter name while training."""
+    base_dropout: BaseDropout = "off"
+    """Dropout of the base model while training: off (base model in eval mode; only the adapter's own dropout,
+    e.g. lora_dropout, and the modules trained whole are in train mode) or on (the whole model in train mode, as
+    PEFT with transformers' Trainer)."""
+    new_modules: Sequence[str] = ()
+    """Modules of the base model its checkpoint lacked (random at every load); a classifier trains and saves them
+    with the adapter (adamergex train passes what the load reported)."""
 
     def __post_init__(self) -> None:
+        if self.base_dropout not in ("off", "on"):
+            raise ConfigError(f"base_dropout must be off or on; got {self.base_dropout!r}")
+        if isinstance(self.new_modules, str):
+            raise ConfigError(f"new_modules must be a list of module names, got the string {self.new_modules!r}")
+        if self.adapter == "lora" and isinstance(self.adapter_options, Mapping) \
+                and self.adapter_options.get("use_dora"):
+            raise ConfigError("use_dora=true asks for DoRA, which is its own adapter type: pass adapter 'dora' "
+                              "(--adapter dora) and drop use_dora from adapter_options")
         if self.objective is not None and self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}")
         if not isinstance(self.adapter_options, Mapping):
@@ -135,9 +151,12 @@ class OptimConfig:
     """Linear warm-up steps."""
     gradient_clip: float | None = 1.0
     """Clip the gradient norm to this value (none: no clipping)."""
+    head_lr: float | None = None
+    """Peak learning rate of the modules trained whole beside the adapter (modules_to_save: classifier, pooler);
+    default: lr."""
 
     def __post_init__(self) -> None:
-        _positive(self, "lr", "epochs", "gradient_clip")
+        _positive(self, "lr", "epochs", "gradient_clip", "head_lr")
         _integer(self, "max_steps", low=1, allow_none=True)
         _integer(self, "grad_accum", low=1)
         _integer(self, "warmup_steps", low=0)
@@ -169,7 +188,9 @@ class TrainerConfig:
     log_every: int = 10
     """Optimiser steps between logger writes."""
     progress_bar: bool = False
-    """Show Lightning's progress bar and start-up messages."""
+    """Show a progress bar (step, loss, learning rate) and one line per validation."""
+    verbose: bool = False
+    """Show every message of transformers, datasets and Lightning (load reports, start-up notes, hints)."""
     trainer_options: Mapping[str, Any] = field(default_factory=dict)
     """Extra lightning.Trainer arguments, e.g. deterministic=true (callbacks are added to ours)."""
 
@@ -208,6 +229,8 @@ class RunConfig:
     """Optimiser steps between checkpoints (default: a tenth of the run)."""
     val_every: int | None = None
     """Optimiser steps between validations (default: once at the end)."""
+    val_at_start: bool = True
+    """With val_split: validate before the first step too (recorded as training.validation.initial)."""
     base_model_revision: str | None = None
     """Recorded in the adapter's metadata (default: the commit hash transformers loaded)."""
 

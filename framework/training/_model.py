@@ -14,7 +14,7 @@ import torch
 
 from ..adapter_state import AdapterState
 from ..errors import ConfigError
-from ..models import Objective, objective_of
+from ..models import Objective, objective_of, unwrap
 from ..registry import ADAPTERS
 from ._heads import head_modules
 
@@ -30,6 +30,25 @@ def _default_task_type(objective: Objective) -> str | None:
             "sequence_classification": "SEQ_CLS"}.get(objective)
 
 
+def _covers(outer: str, inner: str) -> bool:
+    return inner == outer or inner.startswith(outer + ".")
+
+
+def _modules_to_save(model: PreTrainedModel, given: Sequence[str] | None, new_modules: Sequence[str]) -> list[str]:
+    """A classifier's ``modules_to_save``: ``given`` (default: the head modules but the pooler), plus each of
+    ``new_modules`` that no entry covers. An entry inside another (``bert.pooler.dense`` beside ``bert.pooler``)
+    is dropped: PEFT would wrap the inner module inside the outer copy and fail to attach the saved tensors."""
+    if isinstance(given, str):
+        given = [given]
+    pooler = f"{getattr(unwrap(model), 'base_model_prefix', '')}.pooler"
+    names = list(given) if given is not None else [m for m in head_modules(model) if m != pooler]
+    for m in new_modules:
+        if not any(_covers(n, m) for n in names):
+            names.append(m)
+    return [n for i, n in enumerate(names)
+            if not any(j != i and _covers(o, n) and (o != n or j < i) for j, o in enumerate(names))]
+
+
 def prepare_model(
     model: PreTrainedModel,
     *,
@@ -38,12 +57,15 @@ def prepare_model(
     objective: Objective | None = None,
     stack_on: Sequence[AdapterState] = (),
     adapter_name: str = "default",
+    new_modules: Sequence[str] = (),
 ) -> PeftModel:
     """Wrap ``model`` in a ``PeftModel`` with a new trainable adapter; everything else frozen.
 
     ``adapter_options`` are the PEFT config's own (``r``, ``lora_alpha``, ``target_modules``...; PEFT's
-    per-architecture target defaults apply when absent). Sequence classifiers add their head modules
-    (:func:`head_modules`) to ``modules_to_save``. ``stack_on`` adapters are attached first, frozen, and stay
+    per-architecture target defaults apply when absent). A sequence classifier's ``modules_to_save`` is the given
+    list as it is, or by default its head modules other than the pooler (:func:`head_modules`: ``classifier``,
+    ``score``); to either, the ``new_modules`` its checkpoint lacked (a pooler the checkpoint has no weights for)
+    are added, since they would be random again at every load (:func:`_modules_to_save`). ``stack_on`` adapters are attached first, frozen, and stay
     active under the new one (MAD-X); their saved heads are dropped. Trainable tensors are float32 even when the
     base weights are half precision.
 
@@ -58,8 +80,7 @@ def prepare_model(
     typ = ADAPTERS.get(adapter)
     options = dict(adapter_options or {})
     if objective == "sequence_classification":
-        saved = list(options.get("modules_to_save") or [])
-        options["modules_to_save"] = saved + [m for m in head_modules(model) if m not in saved]
+        options["modules_to_save"] = _modules_to_save(model, options.get("modules_to_save"), new_modules)
     if "task_type" not in options and _default_task_type(objective) is not None:
         options["task_type"] = _default_task_type(objective)
     config = typ.peft_config(**options)

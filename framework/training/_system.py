@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import random
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -19,20 +20,20 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, TrainingStalledError
 from ..models import OBJECTIVES, Objective, unwrap
-from ._config import OptimConfig, Schedule, StallConfig, TrainerConfig
+from ._config import BaseDropout, OptimConfig, Schedule, StallConfig, TrainerConfig
 from ._data import TaskDataModule
 from ._encoding import IGNORE_INDEX
 from ._heads import _backbone, head_modules
 from ._losses import _ce_chunk, _head_cross_entropy, _shift_left, linear_cross_entropy
 
-__all__ = ["AdapterTrainingModule", "Schedule", "StallCheck"]
-
+__all__ = ["AdapterTrainingModule", "Schedule", "StallCheck", "StepProgressBar"]
 
 
 def _repeated_blocks(model: nn.Module) -> nn.ModuleList | None:
@@ -66,6 +67,27 @@ def _set_rng_states(states: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _module_modes(model: nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+def _restore_modes(model: nn.Module, modes: Mapping[str, bool]) -> None:
+    for name, m in model.named_modules():
+        if name in modes:
+            m.training = modes[name]
+
+
+def trains_in_eval_base(name: str, module: nn.Module, adapter_name: str) -> bool:
+    """Whether module ``name`` stays in train mode when the base model's dropout is off: the adapter's own
+    modules (a path component is the adapter's name: ``lora_dropout.default``, ``classifier.modules_to_save.default``),
+    the PEFT layers that wrap them (LoHa's module dropout and DoRA read the wrapper's mode), and modules whose own
+    parameters train (a reference head)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return (adapter_name in name.split(".") or isinstance(module, BaseTunerLayer)
+            or any(p.requires_grad for p in module.parameters(recurse=False)))
+
+
 # -- the system -----------------------------------------------------------------------------------------------------
 class AdapterTrainingModule(pl.LightningModule):
     """Trains whatever parameters of ``model`` require grad (the adapter and its saved heads).
@@ -83,6 +105,14 @@ class AdapterTrainingModule(pl.LightningModule):
             head the check at fit start cannot reproduce fall back to the plain forward.
         compile: ``torch.compile`` each transformer block and the loss chunk (fit start).
         stall_window: Fraction of the run whose mean loss opens and closes the stall check.
+        head_lr: Peak learning rate of the parameters of modules trained whole (``modules_to_save``); default
+            ``lr``.
+        base_dropout: ``"on"``: every module in train mode during training steps; ``"off"``: the base model in
+            eval mode (its dropout off) and only the adapter's modules in train mode (:func:`trains_in_eval_base`).
+            Set at fit start, after which Lightning keeps module modes (restoring them after each validation).
+        adapter_name: The PEFT adapter being trained (whose modules count as the adapter's).
+        run_record: The settings that determine the run's result, stored in every checkpoint so that a resumed
+            run can be checked against them.
 
     Raises:
         ConfigError: no model, an unknown objective or schedule.
@@ -101,6 +131,10 @@ class AdapterTrainingModule(pl.LightningModule):
         fused_loss: bool = True,
         compile: bool = False,
         stall_window: float = 0.2,
+        head_lr: float | None = None,
+        base_dropout: BaseDropout = "off",
+        adapter_name: str = "default",
+        run_record: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if model is None:
@@ -111,12 +145,19 @@ class AdapterTrainingModule(pl.LightningModule):
             raise ConfigError(f"unknown scheduler {scheduler!r}; available: constant, cosine, linear")
         if not lr > 0:
             raise ConfigError(f"lr must be positive, got {lr}")
+        if head_lr is not None and not head_lr > 0:
+            raise ConfigError(f"head_lr must be positive, got {head_lr}")
+        if base_dropout not in ("off", "on"):
+            raise ConfigError(f"base_dropout must be off or on; got {base_dropout!r}")
         self.model = model
         self.objective: Objective = objective
         self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
         self.scheduler, self.warmup_steps = scheduler, warmup_steps
         self.loss_chunk_size, self.fused_loss, self.compile_model = loss_chunk_size, fused_loss, compile
         self.stall_window = stall_window
+        self.head_lr, self.base_dropout, self.adapter_name = head_lr, base_dropout, adapter_name
+        self.run_record = dict(run_record or {})
+        self.initial_validation: dict[str, float] = {}
         self.strict_loading = False  # checkpoints hold the trainable tensors only (see on_save_checkpoint)
         self._fused: bool | None = None
         self._chunk_fn: Callable[..., Any] = _ce_chunk
@@ -167,7 +208,7 @@ class AdapterTrainingModule(pl.LightningModule):
         # Eager even where blocks are compiled already: a no-grad call would add a compiled variant per block.
         stance = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else (
             contextlib.nullcontext())
-        was_training = self.model.training
+        modes = _module_modes(self.model)
         self.model.eval()
         try:
             with torch.no_grad(), stance:
@@ -176,7 +217,7 @@ class AdapterTrainingModule(pl.LightningModule):
         except Exception:  # any model whose parts cannot be called apart keeps the plain path
             return False
         finally:
-            self.model.train(was_training)
+            _restore_modes(self.model, modes)
         scale = full.abs().max().clamp_min(1.0)
         return bool(full.shape == mine.shape and ((full - mine).abs().max() / scale) < 1e-2)
 
@@ -225,6 +266,14 @@ class AdapterTrainingModule(pl.LightningModule):
     # -- training ---------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         self.prepare()
+        self.set_train_modes()
+
+    def set_train_modes(self) -> None:
+        """Put every module in the mode ``base_dropout`` asks for during training steps (see the class doc)."""
+        self.train()
+        if self.base_dropout == "off":
+            for name, m in self.model.named_modules():
+                m.training = trains_in_eval_base(name, m, self.adapter_name)
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss_sum, count, _ = self.compute_loss(batch)
@@ -273,20 +322,29 @@ class AdapterTrainingModule(pl.LightningModule):
         # Only what training changes: the base model can be billions of frozen parameters.
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-        checkpoint["adamergex"] = {"rng": _rng_states(), "loss_history": [float(t) for t in self.loss_history]}
+        checkpoint["adamergex"] = {"rng": _rng_states(), "loss_history": [float(t) for t in self.loss_history],
+                                   "run": json.dumps(self.run_record, sort_keys=True),
+                                   "initial_validation": dict(self.initial_validation)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("adamergex", {})
         if "rng" in extra:
             _set_rng_states(extra["rng"])
         self.loss_history = [torch.tensor(v) for v in extra.get("loss_history", [])]
+        self.initial_validation = {k: float(v) for k, v in extra.get("initial_validation", {}).items()}
 
     # -- optimiser --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
+        # Modules trained whole (PEFT's modules_to_save copies: classifier, pooler) form their own group at head_lr.
+        head = [p for n, p in self.named_parameters() if p.requires_grad and "modules_to_save" in n.split(".")]
+        rest = [p for n, p in self.named_parameters() if p.requires_grad and "modules_to_save" not in n.split(".")]
+        groups = [{"params": rest, "lr": self.lr, "name": "adapter"}]
+        if head:
+            groups.append({"params": head, "lr": self.head_lr if self.head_lr is not None else self.lr,
+                           "name": "head"})
         # foreach, not fused: Lightning refuses gradient clipping with optimisers that unscale internally.
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas,
-                                      foreach=True)
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr,
+                                      weight_decay=self.weight_decay, betas=self.betas, foreach=True)
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else int(
             self.trainer.estimated_stepping_batches)
         warmup, kind = self.warmup_steps, self.scheduler
@@ -368,10 +426,12 @@ class StallCheck(pl.Callback):
         message = (f"training loss did not fall at lr={lr:g}: mean {verdict['initial_loss']:.4f} over the first "
                    f"steps, {verdict['final_loss']:.4f} over the last"
                    + (f" (a majority-class predictor scores {self.baseline:.4f})" if self.baseline is not None else ""))
-        if cfg.on_stall == "warn":
+        if cfg.on_stall == "warn" and math.isfinite(verdict["final_loss"]):
             warnings.warn(f"{message}; the adapter is saved anyway because on_stall='warn'", stacklevel=3)
             return None
-        if cfg.on_stall == "error" or len(attempts) > cfg.max_retries:
+        if not math.isfinite(verdict["final_loss"]):
+            message += " (the loss is not finite: nothing is saved, whatever on_stall says)"
+        if cfg.on_stall in ("error", "warn") or len(attempts) > cfg.max_retries:  # warn: a non-finite loss
             raise TrainingStalledError(f"{message}; attempts: {json.dumps(attempts, default=str)}. Lower the "
                                        "learning rate, train longer, or check the data and labels")
         warnings.warn(f"{message}; retrying at lr={lr * cfg.retry_lr_factor:g} (set on_stall='error' to stop "
@@ -380,17 +440,72 @@ class StallCheck(pl.Callback):
 
 
 # -- fitting --------------------------------------------------------------------------------------------------------
+class StepProgressBar(ProgressBar):
+    """One bar over the run's optimiser steps showing the loss and learning rate, and one line per validation
+    (Lightning's own bars count batches per epoch, which reads "Epoch 0/-2" in a run bounded by steps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._bar: Any = None
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._enabled and trainer.is_global_zero:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=trainer.max_steps, initial=trainer.global_step, desc="train", unit="step",
+                             file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self._bar is None or trainer.global_step <= self._bar.n:
+            return
+        self._bar.update(trainer.global_step - self._bar.n)
+        loss = trainer.callback_metrics.get("train/loss")
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        self._bar.set_postfix_str(f"loss {float(loss):.4f}, lr {lr:.2e}" if loss is not None else f"lr {lr:.2e}")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._enabled or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        values = ", ".join(f"{k.split('/', 1)[1]} {float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items())
+                           if k.startswith("val/"))
+        self.print(f"validation at step {trainer.global_step}: {values}")
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        text = " ".join(map(str, args))
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
-def _quiet_lightning(progress_bar: bool) -> Iterator[None]:
-    """Silence Lightning's start-up chatter and the worker-count hint (items are pre-tokenised in memory) unless
-    a progress bar was asked for. Set ``progress_bar=True`` to see them."""
+def _quiet_lightning(verbose: bool, *, base_dropout: BaseDropout = "on") -> Iterator[None]:
+    """Keep Lightning's start-up notes (accelerators, the logger tip, "max_steps reached"), the worker-count hint
+    (items are pre-tokenised in memory) and deprecation notes of Lightning's internals off the console unless
+    ``verbose``; the "modules in eval mode" warning is the expected consequence of ``base_dropout='off'`` and is
+    silenced there only."""
     import logging
 
     loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        if not progress_bar:
+        if base_dropout == "off":
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+        if not verbose:
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
             for lg in loggers:
                 lg.setLevel(logging.WARNING)
         try:
@@ -413,12 +528,18 @@ def _fit(
     optim: OptimConfig,
     trainer: TrainerConfig,
     callbacks: Sequence[pl.Callback] = (),
+    val_at_start: bool = False,
 ) -> pl.Trainer:
+    """Fit ``module``; with a validation split and ``val_at_start`` (and no checkpoint to resume), validate once
+    before the first step into ``module.initial_validation``, restoring the RNG states afterwards so that the
+    run's result does not depend on it (creating a data-loader iterator draws from the global RNG)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     options = dict(trainer.trainer_options)
     callbacks = [*callbacks, *(options.pop("callbacks", []) or [])]
+    if trainer.progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(StepProgressBar())
     if keep_files and checkpoint_every:
         callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="step-{step}", save_top_k=0,
                                          save_last=True, every_n_train_steps=checkpoint_every))
@@ -436,5 +557,12 @@ def _fit(
     )
     kwargs.update(options)
     fitter = pl.Trainer(**kwargs)
-    fitter.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    if validate and val_at_start and ckpt_path is None:
+        states = _rng_states()
+        results = fitter.validate(module, datamodule=datamodule, verbose=False)
+        _set_rng_states(states)
+        module.initial_validation = {k: float(v) for k, v in (results[0] if results else {}).items()
+                                     if k.startswith("val/")}
+    fitter.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None,
+               weights_only=True)
     return fitter

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +37,53 @@ __all__ = ["LIGHTNING_DIR", "train_adapter", "train_reference_head"]
 
 LIGHTNING_DIR = "lightning"
 """Sub-directory of the output that holds Lightning's checkpoints (``checkpoints/``) and logs (``logs/``)."""
+
+RESUMABLE = ("devices", "num_nodes", "accelerator", "strategy", "trainer_options", "compile", "loss_chunk_size",
+             "progress_bar", "verbose", "log_every", "checkpoint_every", "val_every", "val_at_start", "val_split",
+             "val_limit", "output", "overwrite", "resume", "data_files", "stack_on", "head")
+"""Options that may differ between a run and its resumption (``resume``): where and how fast it runs (devices,
+nodes, accelerator, strategy, extra Trainer arguments, compilation, loss chunking), what it shows and how often it
+checkpoints, validates and logs, and where it is written. Every other option is part of the run's record and must
+be the same, and so must the task, language, base model (name, class, revision), objective, resolved number of
+steps, data fingerprint (``data_files`` are compared by content, not path) and the fingerprints of the shared head
+and stacked adapters (compared instead of their paths). A different number of devices changes the global batch
+(``batch_size × grad_accum × devices``), which the adapter's metadata records; it is allowed so that a run can
+move to other hardware."""
+
+
+def _check_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} is a file; output (--output) must name a directory to write the adapter to")
+
+
+def _run_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(record, sort_keys=True, default=str))
+    return out
+
+
+def _check_resume(ckpt_path: Path, record: Mapping[str, Any]) -> None:
+    """Refuse to resume from ``ckpt_path`` unless it loads as a weights-only checkpoint written by a run with the
+    same ``record`` (see :data:`RESUMABLE` for what may differ)."""
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConfigError(f"resume: checkpoint {ckpt_path} is not a weights-only checkpoint (it holds Python objects "
+                          "that torch.load(weights_only=True) refuses to run); adamergex train never writes one. "
+                          "Start afresh with --overwrite") from None
+    except Exception as exc:  # a truncated or foreign file: say what torch said, in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"resume: checkpoint {ckpt_path} cannot be loaded ({first}); start afresh with "
+                          "--overwrite") from None
+    stored = ckpt.get("adamergex", {}).get("run") if isinstance(ckpt, Mapping) else None
+    if not stored:
+        raise ConfigError(f"resume: checkpoint {ckpt_path} records no run settings (it predates this check), so "
+                          "it cannot be checked to match this run; start afresh with --overwrite")
+    old = json.loads(stored)
+    diffs = [f"{k} was {old.get(k)!r}, now {record.get(k)!r}" for k in sorted(set(old) | set(record))
+             if old.get(k) != record.get(k)]
+    if diffs:
+        raise ConfigError(f"resume: this run differs from the one that wrote {ckpt_path}: {'; '.join(diffs)}. "
+                          "Resume with the same settings, or start afresh with --overwrite")
 
 
 def _load_states(items: Sequence[AdapterState | str | os.PathLike[str]]) -> list[AdapterState]:
@@ -138,7 +187,9 @@ def _train(
                           "'bf16-mixed' (or '16-mixed') so the float32 adapter runs under autocast")
     out = Path(run.output) if run.output is not None else None
     ckpt_path: Path | None = None
+    staging: Path | None = None
     if out is not None:
+        _check_output(out)
         if run.resume:
             ckpt_path = _last_checkpoint(out / LIGHTNING_DIR)
             if ckpt_path is None:
@@ -146,8 +197,9 @@ def _train(
         elif out.exists() and any(out.iterdir()) and not run.overwrite:
             raise OutputExistsError(f"output {out} already exists and is not empty; pass overwrite (--overwrite) "
                                     "to replace it or resume (--resume) to continue its run")
-        elif run.overwrite and (out / LIGHTNING_DIR).exists():
-            shutil.rmtree(out / LIGHTNING_DIR)
+        elif out.exists() and any(out.iterdir()):
+            # overwrite: the new run is written beside the old one, which it replaces only once it has succeeded
+            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.train-", dir=out.parent))
 
     pl.seed_everything(run.seed, workers=True, verbose=False)
     objective = ad.objective or objective_of(model)
@@ -174,6 +226,15 @@ def _train(
     stacked = _load_states(ad.stack_on)
     base_name = base_model_name(model)
     revision = run.base_model_revision or getattr(getattr(model, "config", None), "_commit_hash", None)
+    record = _run_record({
+        **{k: _jsonable(v) for k, v in cfg.flat().items() if k not in RESUMABLE},
+        "head_only": head_only, "task": task_obj.name, "language": language, "base_model": base_name,
+        "base_model_class": type(unwrap(model)).__name__, "base_model_revision": revision, "objective": objective,
+        "resolved_max_steps": max_steps, "data_fingerprint": dm.fingerprint,
+        "head_sha256": head_info.get("sha256") if head_info["policy"] == "shared" else None,
+        "stack_on_sha256": [s.fingerprint() for s in stacked]})
+    if ckpt_path is not None:
+        _check_resume(ckpt_path, record)
     if head_only:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -182,7 +243,10 @@ def _train(
         net: nn.Module = model
     else:
         net = prepare_model(model, adapter=ad.adapter, adapter_options=ad.adapter_options, objective=objective,
-                            stack_on=stacked, adapter_name=ad.adapter_name)
+                            stack_on=stacked, adapter_name=ad.adapter_name, new_modules=ad.new_modules)
+        if objective == "sequence_classification":
+            saved = getattr(net.peft_config[ad.adapter_name], "modules_to_save", None)
+            head_info["modules"] = list(saved or [])
     initial = {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
 
     tmp = None
@@ -190,20 +254,25 @@ def _train(
         tmp = tempfile.TemporaryDirectory(prefix="adamergex-train-")
         root = Path(tmp.name)
     else:
-        root = out / LIGHTNING_DIR
+        root = (staging or out) / LIGHTNING_DIR
     baseline = _label_entropy(dm.label_counts) if objective == "sequence_classification" else None
     stall = StallCheck(cfg.stall, baseline=baseline)
     attempts: list[dict[str, Any]] = []
     attempt_lr = optim.lr
     try:
-        with _quiet_lightning(hw.progress_bar):
+        with _quiet_lightning(hw.verbose, base_dropout=ad.base_dropout):
             while True:
+                # a retry scales the head's learning rate with the adapter's
+                head_lr = optim.head_lr * attempt_lr / optim.lr if optim.head_lr is not None else None
                 module = AdapterTrainingModule(net, objective, lr=attempt_lr, weight_decay=optim.weight_decay,
                                                scheduler=optim.scheduler, warmup_steps=optim.warmup_steps,
-                                               loss_chunk_size=hw.loss_chunk_size, compile=hw.compile)
+                                               loss_chunk_size=hw.loss_chunk_size, compile=hw.compile,
+                                               head_lr=head_lr, base_dropout=ad.base_dropout,
+                                               adapter_name=ad.adapter_name, run_record=record)
                 trainer = _fit(module, dm, root=root, keep_files=out is not None, max_steps=max_steps,
                                ckpt_path=ckpt_path, checkpoint_every=run.checkpoint_every or max(1, max_steps // 10),
-                               val_every=run.val_every, optim=optim, trainer=hw, callbacks=[stall])
+                               val_every=run.val_every, optim=optim, trainer=hw, callbacks=[stall],
+                               val_at_start=run.val_at_start)
                 verdict = stall.read(trainer)
                 attempts.append({"lr": attempt_lr, "steps": trainer.global_step, "resumed_from":
                                  str(ckpt_path) if ckpt_path else None, **verdict})
@@ -220,21 +289,24 @@ def _train(
                     shutil.rmtree(root / "checkpoints")
 
             options = {k: _jsonable(v) for k, v in cfg.flat().items()
-                       if k not in ("output", "overwrite", "resume", "progress_bar", "stack_on", "head", "data_files")}
+                       if k not in ("output", "overwrite", "resume", "progress_bar", "verbose", "stack_on", "head",
+                         "data_files")}
             metadata = {
                 "task": task_obj.name, "language": language, "base_model": base_name,
                 "base_model_revision": revision, "seed": run.seed, "objective": objective,
                 "data": {"fingerprint": dm.fingerprint, "items": len(dm.train_set or []), "split": data.train_split,
                          "source": _describe_source(data.data_files, task_obj), "limit": data.limit,
                          "max_length": dm.resolved_max_length},
-                "training": {**options, "final_lr": attempt_lr, "max_steps": max_steps,
+                "training": {**options, "final_lr": attempt_lr, "final_head_lr": head_lr, "max_steps": max_steps,
                              "world_size": trainer.world_size,
                              "global_batch": data.batch_size * optim.grad_accum * trainer.world_size,
                              "strategy": type(trainer.strategy).__name__,
                              "attempts": attempts,
                              "framework": package_versions("torch", "transformers", "peft", "lightning"),
-                             "validation": {k: float(v) for k, v in trainer.callback_metrics.items()
-                                            if k.startswith("val/")}},
+                             "validation": {**{k: float(v) for k, v in trainer.callback_metrics.items()
+                                               if k.startswith("val/")},
+                                            **({"initial": module.initial_validation}
+                                               if module.initial_validation else {})}},
                 "head": head_info,
                 "stack_on": [{"kind": s.kind, "language": s.language, "task": s.task, "sha256": s.fingerprint()}
                              for s in stacked],
@@ -254,6 +326,8 @@ def _train(
     finally:
         if tmp is not None:
             tmp.cleanup()
+        if staging is not None:  # moved into the output on success; a failed run leaves nothing beside it
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _jsonable(value: Any) -> Any:

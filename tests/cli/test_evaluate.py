@@ -144,7 +144,7 @@ def test_a_model_directory_without_tokenizer_files_names_them(saved: Any, capsys
     assert main(["evaluate", "--model", str(bare), "--task", "toy_choice", "--languages", "en",
                  "--data-files", *saved["data"][:1], "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert f"model directory {bare} has no tokenizer files: none of tokenizer.json" in err
+    assert f"model directory {bare} has no tokenizer: none of tokenizer.json" in err
     assert "Traceback" not in err
 
 
