@@ -208,6 +208,9 @@ class RunConfig:
     """Optimiser steps between checkpoints (default: a tenth of the run)."""
     val_every: int | None = None
     """Optimiser steps between validations (default: once at the end)."""
+    val_at_start: bool = False
+    """Also validate once before the first optimiser step (needs val_split): the held-out loss before training,
+    recorded as training.validation_at_start in the adapter's metadata next to training.validation (the end)."""
     base_model_revision: str | None = None
     """Recorded in the adapter's metadata (default: the commit hash transformers loaded)."""
 

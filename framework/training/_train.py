@@ -195,8 +195,13 @@ def _train(
     stall = StallCheck(cfg.stall, baseline=baseline)
     attempts: list[dict[str, Any]] = []
     attempt_lr = optim.lr
+    if run.val_at_start and data.val_split is None:
+        raise ConfigError("val_at_start needs val_split (the split to validate on before training)")
+    at_start: dict[str, float] | None = None
     try:
         with _quiet_lightning(hw.progress_bar):
+            if run.val_at_start and ckpt_path is None:
+                at_start = _validate_now(net, objective, dm, optim, hw)
             while True:
                 module = AdapterTrainingModule(net, objective, lr=attempt_lr, weight_decay=optim.weight_decay,
                                                scheduler=optim.scheduler, warmup_steps=optim.warmup_steps,
@@ -234,7 +239,8 @@ def _train(
                              "attempts": attempts,
                              "framework": package_versions("torch", "transformers", "peft", "lightning"),
                              "validation": {k: float(v) for k, v in trainer.callback_metrics.items()
-                                            if k.startswith("val/")}},
+                                            if k.startswith("val/")},
+                             **({"validation_at_start": at_start} if at_start is not None else {})},
                 "head": head_info,
                 "stack_on": [{"kind": s.kind, "language": s.language, "task": s.task, "sha256": s.fingerprint()}
                              for s in stacked],
@@ -254,6 +260,19 @@ def _train(
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _validate_now(net: nn.Module, objective: str, dm: Any, optim: Any, hw: Any) -> dict[str, float]:
+    """The held-out metrics of ``net`` as it is (before any optimiser step): one Lightning validation pass on
+    one device, nothing written."""
+    module = AdapterTrainingModule(net, objective, lr=optim.lr, weight_decay=optim.weight_decay,
+                                   scheduler=optim.scheduler, warmup_steps=optim.warmup_steps,
+                                   loss_chunk_size=hw.loss_chunk_size, compile=False)
+    validator = pl.Trainer(accelerator=hw.accelerator, devices=1, precision=hw.precision, logger=False,
+                           enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                           limit_val_batches=1.0)
+    metrics = validator.validate(module, datamodule=dm, verbose=False)
+    return {k: float(v) for k, v in (metrics[0] if metrics else {}).items() if k.startswith("val/")}
 
 
 def _jsonable(value: Any) -> Any:
