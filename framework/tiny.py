@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-__all__ = ["SPECIAL_TOKENS", "tiny_bert_classifier", "tiny_bert_mlm", "tiny_llama", "train_tokenizer"]
+__all__ = [
+    "SPECIAL_TOKENS", "tiny_bert_classifier", "tiny_bert_mlm", "tiny_llama", "train_tokenizer", "train_word_tokenizer",
+]
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<mask>")
 
@@ -44,6 +46,31 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, *, min_frequenc
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
+        mask_token="<mask>",
+    )
+    return fast
+
+
+def train_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer: one token per whitespace-separated word or punctuation mark seen in ``texts``.
+
+    Every word form of ``texts`` becomes exactly one token (no frequency cut-off), so a one-to-one relabelling of
+    words is a one-to-one relabelling of token ids: the property the synthetic world's positive control rests on.
+    Words are split by ``tokenizers``' ``Whitespace`` pre-tokenizer (``\\w+|[^\\w\\s]+``) and decoded joined by
+    single spaces. Specials as :func:`train_tokenizer`; ids are assigned in sorted order of the words, so the
+    tokenizer is deterministic for the same set of words.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    split = pre_tokenizers.Whitespace()
+    words = sorted({w for text in texts for w, _ in split.pre_tokenize_str(text)} - set(SPECIAL_TOKENS))
+    vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *words])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = split
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins tokens with single spaces
+    fast: PreTrainedTokenizerFast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
         mask_token="<mask>",
     )
     return fast

@@ -80,6 +80,9 @@ def markdown(record: Mapping[str, Any]) -> str:
     reasons = {row: msg for per_seed in record.get("not_applicable", {}).values() for row, msg in per_seed.items()}
     for row, msg in sorted(reasons.items()):
         lines.append(f"- n/a {row}: {msg}")
+    flagged = sorted(name for name, t in record.get("training", {}).items() if t.get("held_out_fell") is False)
+    if flagged:
+        lines.append(f"- **flagged**: reference adapters whose held-out loss did not fall: {', '.join(flagged)}")
     lines += [
         "",
         f"Base model `{record['base_model']['config_hash']}` ({'built now' if record['base_model']['built_now'] else 'cached'}); "

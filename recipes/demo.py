@@ -37,6 +37,7 @@ from adamergex.tasks.world import LANGUAGES, WorldTask
 from adamergex.tasks.world.model import PRESETS
 
 from . import _jobs
+from ._checks import reference_check
 from ._report import markdown
 
 __all__ = ["OUTPUT_FILES", "RECIPES", "DemoConfig", "Recipe", "markdown", "run_demo"]
@@ -77,6 +78,10 @@ class Recipe:
     """Field overrides of ``world_reference`` (for the reference adapters)."""
     eval_batch_size: int = 64
     """Sequences per forward pass in evaluation."""
+    ref_val_limit: int | None = 16
+    """Reference adapters are validated before and after training on a seeded subset of this many chunks of the
+    ``world_reference`` validation split (``None``: no validation); a reference adapter whose held-out loss did not
+    fall is flagged in ``results.json`` (``training.*.held_out_fell``) and in the table."""
 
 
 RECIPES: dict[str, Recipe] = {
@@ -245,6 +250,8 @@ def _train_job(kind: str, seed: int, role: str) -> tuple[bytes, float]:
             batch_size=recipe.ref_batch_size if is_ref else recipe.batch_size, seed=seed, scheduler="linear",
             group_by_length=0 if is_ref else recipe.group_by_length,
             warmup_steps=max(1, steps // 20), on_stall="warn" if is_ref else "retry",
+            **({"val_split": "validation", "val_limit": recipe.ref_val_limit, "val_at_start": True}
+               if is_ref and recipe.ref_val_limit is not None else {}),
         )
     return state.to_bytes(), time.perf_counter() - started
 
@@ -384,6 +391,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             **{k: v for k, v in adapters[(kind, seed, role)].metadata["training"]["attempts"][-1].items()
                if k in ("lr", "steps", "stalled", "initial_loss", "final_loss")},
             "seconds": round(job_seconds[(kind, seed, role)], 2),
+            **({} if not role.startswith("ref") else {
+                k: v for k, v in zip(("held_out_loss_start", "held_out_loss_end", "held_out_fell"),
+                                     reference_check(adapters[(kind, seed, role)]).values())}),
         }
         for kind in cfg.adapters for seed in cfg.seeds for role in ("task", "ref_source", "ref_target", UPPER)
     }

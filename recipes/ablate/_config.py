@@ -44,6 +44,7 @@ __all__ = [
 
 SPLITS = ("train", "validation", "test")
 BASELINES = ("source_only", "upper_bound")
+CONTROLS = ("wrong_language", "swapped", "source_both")
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -80,6 +81,15 @@ class TrainRecipe:
     """retry, error or warn when the loss does not fall."""
     precision: str = "32-true"
     """Lightning precision (32-true, bf16-mixed, 16-mixed)."""
+    val_split: str | None = None
+    """Split to validate on (held-out loss recorded in the adapter's metadata; reference adapters whose held-out
+    loss did not fall are flagged in the rows and the report)."""
+    val_limit: int | None = None
+    """Validate on a seeded subset of this many examples."""
+    val_at_start: bool = False
+    """Also validate before the first step (needs val_split): the held-out loss before and after training."""
+    val_every: int | None = None
+    """Optimiser steps between validations (default: once at the end); the curve is in the adapter's metadata."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum"):
@@ -98,7 +108,11 @@ class TrainRecipe:
             raise _fail("on_stall", f"must be retry, error or warn, got {self.on_stall!r}")
         if self.precision not in ("32-true", "bf16-mixed", "16-mixed"):
             raise _fail("precision", f"must be 32-true, bf16-mixed or 16-mixed, got {self.precision!r}")
-        for name in ("max_length", "limit"):
+        if self.val_split is not None and self.val_split not in SPLITS:
+            raise _fail("val_split", f"must be one of {', '.join(SPLITS)} or null, got {self.val_split!r}")
+        if self.val_at_start and self.val_split is None:
+            raise _fail("val_at_start", "needs val_split (the split the held-out loss is measured on)")
+        for name in ("max_length", "limit", "val_limit", "val_every"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise _fail(name, f"must be a positive integer or null, got {value!r}")
@@ -194,12 +208,31 @@ class AdapterSpec:
     """Recipe of task adapters (source-language task adapter and the target-language upper bound)."""
     reference: TrainRecipe = field(default_factory=TrainRecipe)
     """Recipe of reference adapters (they usually need another learning rate)."""
+    reference_options: dict[str, Any] | None = None
+    """PEFT options of reference adapters when they differ from ``options`` (e.g. the positive control's LoRA on
+    embed_tokens and lm_head); default: ``options``."""
+    pad_modules: bool = False
+    """Before merging, give every adapter of a cell the union of their modules, each added module at its identity
+    (LoRA ``ΔW = 0``, (IA)³ ``l = 1``; :func:`adamergex.module_union.pad_to_union`). Needed when
+    ``reference_options`` adapts other modules than ``options``."""
+
+    def options_for(self, role: str) -> dict[str, Any]:
+        """PEFT options of a ``task`` or ``reference`` adapter."""
+        return dict(self.options if role == "task" or self.reference_options is None else self.reference_options)
 
     def __post_init__(self) -> None:
         from adamergex.registry import ADAPTERS
 
         if self.type not in ADAPTERS:
             raise UnknownNameError(f"type: unknown adapter type {self.type!r}; available: {', '.join(ADAPTERS.names())}")
+        if self.reference_options is not None and not isinstance(self.reference_options, Mapping):
+            raise _fail("reference_options", f"must be a mapping of PEFT options or null, got {self.reference_options!r}")
+        if self.reference_options is not None and self.reference_options != self.options and not self.pad_modules:
+            ref_t, task_t = self.reference_options.get("target_modules"), self.options.get("target_modules")
+            if ref_t != task_t:
+                raise _fail("pad_modules", f"reference_options adapts {ref_t!r} and options {task_t!r}: merges need "
+                                           "one module set; set pad_modules: true to add each missing module at "
+                                           "its identity")
 
 
 @dataclass(frozen=True)
@@ -324,6 +357,15 @@ class AblationConfig:
     """source_only (added as a strategy if missing) and upper_bound (a target-trained task adapter)."""
     name: str = "ablation"
     """Name of the run (titles of the report)."""
+    controls: tuple[str, ...] = ()
+    """Negative controls, one extra cell per strategy setting each (label ``<setting>~<control>``), with the
+    reference roles replaced: ``wrong_language`` (``ref_target`` is another language's reference adapter: see
+    ``control_language``), ``swapped`` (``ref_source`` and ``ref_target`` exchanged), ``source_both``
+    (``ref_target`` is the source's reference adapter: a zero language vector). A gain that its control shares
+    is not language-specific."""
+    control_language: dict[str, str] = field(default_factory=dict)
+    """Per target, the language whose reference adapter ``wrong_language`` uses (default: the next target in
+    ``targets``, cyclically)."""
 
     def __post_init__(self) -> None:
         task, reference = self.task.task(), self.reference.task()
@@ -358,6 +400,25 @@ class AblationConfig:
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise _fail("strategies", f"each strategy setting must appear once; repeated: {', '.join(dup)}")
+        for c in self.controls:
+            if c not in CONTROLS:
+                raise UnknownNameError(f"controls: unknown control {c!r}; available: {', '.join(CONTROLS)}")
+        if len(set(self.controls)) != len(self.controls):
+            raise _fail("controls", f"must name each control once, got {list(self.controls)}")
+        if not isinstance(self.control_language, Mapping):
+            raise _fail("control_language", f"must map targets to languages, got {self.control_language!r}")
+        for target, lang in self.control_language.items():
+            if target not in self.targets:
+                raise _fail(f"control_language.{target}", f"{target!r} is not one of the targets {list(self.targets)}")
+            if lang == target:
+                raise _fail(f"control_language.{target}", "the wrong language must differ from the target")
+            try:
+                reference.check_language(lang)
+            except UnknownNameError as exc:
+                raise UnknownNameError(f"control_language.{target}: {exc}") from None
+        if "wrong_language" in self.controls and len(self.targets) < 2 and not self.control_language:
+            raise _fail("control_language", f"the wrong_language control needs another language for target "
+                                            f"{self.targets[0]!r}: name one here, or list two or more targets")
         if self.head is not None:
             for lang in self.head.languages:
                 if lang not in (self.source, *self.targets):
@@ -374,6 +435,12 @@ class AblationConfig:
             for label, params in zip(_labels(spec), spec.settings()):
                 out.append((label, spec.name, params, spec.tune))
         return out
+
+    def wrong_language(self, target: str) -> str:
+        """The language whose reference adapter the ``wrong_language`` control of ``target`` uses."""
+        if target in self.control_language:
+            return self.control_language[target]
+        return self.targets[(self.targets.index(target) + 1) % len(self.targets)]
 
     @property
     def head_languages(self) -> tuple[str, ...]:
@@ -485,6 +552,7 @@ def parse_config(raw: Mapping[str, Any]) -> AblationConfig:
         "targets": _strings,
         "seeds": _strings,
         "baselines": _strings,
+        "controls": _strings,
     })
 
 

@@ -2,7 +2,8 @@
 
 A *cell* is one score: ``(adapter type, seed, target language, strategy setting)``, plus one ``upper_bound`` cell
 per ``(adapter type, seed, target)`` when the baseline is asked for. Its id is readable and stable:
-``lora/seed0/lex/adamergex[t=0.5]``. A cell needs adapters by role: ``task`` (task adapter, source language),
+``lora/seed0/lex/adamergex[t=0.5]``; a negative control of it (``controls:``) is
+``lora/seed0/lex/adamergex[t=0.5]~wrong_language``, the same merge with its reference roles replaced. A cell needs adapters by role: ``task`` (task adapter, source language),
 ``ref_source`` and ``ref_target`` (reference adapters), or ``upper`` (task adapter, target language). Each
 adapter is an :class:`AdapterJob`; jobs shared by cells (and by other configs) have one cache key.
 """
@@ -47,6 +48,10 @@ class Cell:
     strategy: str  # a registered strategy, or "upper_bound"
     params: dict[str, Any] | None
     tune: TuneSpec | None
+    control: str | None = None
+    """A negative control (``wrong_language``, ``swapped``, ``source_both``): the reference roles replaced."""
+    control_language: str | None = None
+    """The language of ``ref_target`` under the ``wrong_language`` control."""
 
     @property
     def id(self) -> str:
@@ -59,9 +64,17 @@ class Cell:
             return {"task": AdapterJob(self.adapter, "task", self.target, self.seed)}
         from adamergex.registry import STRATEGIES
 
+        ref_source = AdapterJob(self.adapter, "reference", source, self.seed)
+        ref_target = AdapterJob(self.adapter, "reference", self.target, self.seed)
+        if self.control == "wrong_language":
+            assert self.control_language is not None
+            ref_target = AdapterJob(self.adapter, "reference", self.control_language, self.seed)
+        elif self.control == "swapped":
+            ref_source, ref_target = ref_target, ref_source
+        elif self.control == "source_both":
+            ref_target = ref_source
         every = {"task": AdapterJob(self.adapter, "task", source, self.seed),
-                 "ref_source": AdapterJob(self.adapter, "reference", source, self.seed),
-                 "ref_target": AdapterJob(self.adapter, "reference", self.target, self.seed)}
+                 "ref_source": ref_source, "ref_target": ref_target}
         return STRATEGIES.get(self.strategy).select(every)
 
 
@@ -74,6 +87,10 @@ def cells(cfg: AblationConfig) -> list[Cell]:
             for target in cfg.targets:
                 for label, name, params, tune in settings:
                     out.append(Cell(spec.type, seed, target, label, name, params, tune))
+                    for control in cfg.controls:  # each control right after its setting: the report pairs them
+                        wrong = cfg.wrong_language(target) if control == "wrong_language" else None
+                        out.append(Cell(spec.type, seed, target, f"{label}~{control}", name, params, tune, control,
+                                        wrong))
                 if UPPER in cfg.baselines:
                     out.append(Cell(spec.type, seed, target, UPPER, UPPER, None, None))
     return out
@@ -103,11 +120,15 @@ def job_inputs(cfg: AblationConfig, job: AdapterJob, base: dict[str, Any], head_
     spec = next(a for a in cfg.adapters if a.type == job.adapter)
     task = cfg.task if job.role == "task" else cfg.reference
     recipe = spec.task if job.role == "task" else spec.reference
+    recipe_inputs = dataclasses.asdict(recipe)
+    for name, default in (("val_split", None), ("val_limit", None), ("val_at_start", False), ("val_every", None)):
+        if recipe_inputs[name] == default:  # fields added later: absent at their defaults, so old keys hold
+            del recipe_inputs[name]
     return {
         "what": "adapter", "base_model": base,
-        "adapter": {"type": spec.type, "options": spec.options},
+        "adapter": {"type": spec.type, "options": spec.options_for(job.role)},
         "task": _task_inputs(task, [job.language]), "language": job.language, "seed": job.seed,
-        "recipe": dataclasses.asdict(recipe),
+        "recipe": recipe_inputs,
         "head": head_key if job.role == "reference" else None,
         "versions": package_versions("torch", "transformers", "peft"),
     }

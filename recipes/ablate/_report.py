@@ -9,6 +9,9 @@ Definitions (``v[c]`` is a cell's score on the evaluation split, ``x[c, i]`` the
   the same items (same ``examples_sha256``; cells whose items differ are not paired), per target and pooled
   over targets. Its 95% CI is a percentile bootstrap (``B`` resamples, seeded): seeds resampled with
   replacement, then items within each (seed, target) block. A row against itself is exactly 0, CI [0, 0].
+* **negative controls** (``<setting>~<control>`` rows): the same paired difference, of each setting against its
+  control on the same items (``d = x[setting] − x[setting~control]``); a language-specific gain has a CI above 0.
+* **reference flags**: reference adapters whose held-out loss (``reference_checks`` of the rows) did not fall.
 * **gap closed**: ``(mean v[row] − mean v[source_only]) / (mean v[upper_bound] − mean v[source_only])`` on the
   seed means; empty when the gap is not positive.
 
@@ -31,7 +34,7 @@ from typing import Any
 
 from adamergex.errors import ConfigError
 
-__all__ = ["BOOTSTRAP", "gap_closed", "paired", "summarise", "write_report"]
+__all__ = ["BOOTSTRAP", "gap_closed", "paired", "reference_flags", "summarise", "write_report"]
 
 BOOTSTRAP = 2000
 SOURCE, UPPER = "source_only", "upper_bound"
@@ -82,14 +85,15 @@ def gap_closed(summary: Mapping[tuple[str, str, str], Mapping[str, float]], labe
     return (row - lo) / (hi - lo) if hi - lo > 0 else None
 
 
-def _blocks(rows: Sequence[Mapping[str, Any]], label: str, kind: str, targets: Sequence[str]) -> dict[int, list[Any]]:
-    """``{seed: [item differences per target]}`` of ``label`` against source_only, paired on the same items."""
+def _blocks(rows: Sequence[Mapping[str, Any]], label: str, kind: str, targets: Sequence[str],
+            baseline: str = SOURCE) -> dict[int, list[Any]]:
+    """``{seed: [item differences per target]}`` of ``label`` against ``baseline``, paired on the same items."""
     index = {(r["label"], r["adapter_type"], r["target"], r["seed"]): r for r in rows}
     out: dict[int, list[Any]] = {}
     for (lab, k, target, seed), r in index.items():
         if lab != label or k != kind or target not in targets:
             continue
-        base = index.get((SOURCE, kind, target, seed))
+        base = index.get((baseline, kind, target, seed))
         if base is None or base.get("examples_sha256") != r.get("examples_sha256"):
             continue
         a, b = r["items"], base["items"]
@@ -100,12 +104,12 @@ def _blocks(rows: Sequence[Mapping[str, Any]], label: str, kind: str, targets: S
 
 
 def paired(rows: Sequence[Mapping[str, Any]], label: str, kind: str, targets: Sequence[str], *,
-           resamples: int = BOOTSTRAP, seed: int = 0) -> dict[str, Any] | None:
-    """Paired difference of ``label`` against source_only over ``targets``: ``{diff, low, high, seeds, items}``
-    (see the module docstring); ``None`` when no cell pairs."""
+           resamples: int = BOOTSTRAP, seed: int = 0, baseline: str = SOURCE) -> dict[str, Any] | None:
+    """Paired difference of ``label`` against ``baseline`` (default source_only) over ``targets``:
+    ``{diff, low, high, seeds, items}`` (see the module docstring); ``None`` when no cell pairs."""
     import numpy as np
 
-    blocks = _blocks(rows, label, kind, targets)
+    blocks = _blocks(rows, label, kind, targets, baseline)
     if not blocks:
         return None
     seeds = sorted(blocks)
@@ -157,8 +161,33 @@ def _tables(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     closed = gap_closed(summary, label, kind, "average" if target == "pooled" else target)
                     pairs.append({"strategy": label, "adapter_type": kind, "target": target, **res,
                                   "gap_closed": closed})
+    controls = []
+    for kind in kinds:
+        for label in labels:
+            base, sep, control = label.rpartition("~")
+            if not sep or base not in labels:
+                continue
+            for target in [*targets, "pooled"]:
+                res = paired(rows, base, kind, targets if target == "pooled" else [target], baseline=label)
+                if res is not None:
+                    controls.append({"strategy": base, "control": control, "adapter_type": kind, "target": target,
+                                     **res})
     return {"summary": summary, "labels": labels, "kinds": kinds, "targets": targets, "columns": columns,
-            "best": best, "paired": pairs}
+            "best": best, "paired": pairs, "controls": controls, "flags": reference_flags(rows)}
+
+
+def reference_flags(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Reference adapters (one entry per adapter cache key) whose held-out loss did not fall, or was not
+    measured (``fell`` ``None``), from the rows' ``reference_checks``; sorted by adapter."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        for role, check in (r.get("reference_checks") or {}).items():
+            key = (r.get("adapters") or {}).get(role, "")
+            if check.get("fell") is not True and key not in seen:
+                language = r["target"] if role == "ref_target" and not r.get("control") else None
+                seen[key] = {"adapter": key, "adapter_type": r["adapter_type"], "seed": r["seed"], "role": role,
+                             "language": language, **check}
+    return sorted(seen.values(), key=lambda f: (f["adapter_type"], f["seed"], f["role"], f["adapter"]))
 
 
 def _markdown(t: Mapping[str, Any], metric: str, stamp: str, name: str) -> str:
@@ -180,6 +209,29 @@ def _markdown(t: Mapping[str, Any], metric: str, stamp: str, name: str) -> str:
         closed = "" if p["gap_closed"] is None else f"{100 * p['gap_closed']:.0f}%"
         lines.append(f"| {p['strategy']} | {p['adapter_type']} | {p['target']} | {100 * p['diff']:+.1f} | "
                      f"[{100 * p['low']:+.1f}, {100 * p['high']:+.1f}] | {closed} | {p['seeds']} | {p['items']} |")
+    if t.get("controls"):
+        lines += ["", "## Each strategy against its negative control (points, paired, 95% bootstrap CI)", "",
+                  "Δ = strategy − the same merge with the control's reference roles (wrong_language: another "
+                  "language's ref_target; swapped: ref_source and ref_target exchanged; source_both: ref_source on "
+                  "both sides). A language-specific gain has Δ > 0 with a CI above 0.", "",
+                  "| strategy | control | adapter | target | Δ | 95% CI | seeds | items |",
+                  "|---|---|---|---|---:|---:|---:|---:|"]
+        for c in t["controls"]:
+            lines.append(f"| {c['strategy']} | {c['control']} | {c['adapter_type']} | {c['target']} | "
+                         f"{100 * c['diff']:+.1f} | [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}] | {c['seeds']} | "
+                         f"{c['items']} |")
+    flags = t.get("flags") or []
+    lines += ["", "## Reference adapters", ""]
+    if not flags:
+        lines.append("Every reference adapter's held-out loss fell during training.")
+    else:
+        lines += ["**Flagged**: reference adapters whose held-out loss did not fall (or was not measured: train "
+                  "them with `val_split` and `val_at_start`); their language vector is not evidence.", "",
+                  "| adapter type | seed | role | held-out loss before | after | adapter |", "|---|---:|---|---:|---:|---|"]
+        fmt = lambda x: "not measured" if x is None else f"{x:.4f}"  # noqa: E731
+        for f in flags:
+            lines.append(f"| {f['adapter_type']} | {f['seed']} | {f['role']} | {fmt(f['val_loss_start'])} | "
+                         f"{fmt(f['val_loss_end'])} | {f['adapter'][:12]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -339,5 +391,6 @@ def write_report(run_dir: str | os.PathLike[str], *, output: str | os.PathLike[s
     _plots(rows, t, metric, out, stamp)
     _write_text(out / "tables.json", json.dumps(
         {"summary": [{"strategy": k[0], "adapter_type": k[1], "target": k[2], **v} for k, v in t["summary"].items()],
-         "paired": t["paired"], "stamp": stamp}, indent=2, sort_keys=True) + "\n")
+         "paired": t["paired"], "controls": t["controls"], "reference_flags": t["flags"], "stamp": stamp},
+        indent=2, sort_keys=True) + "\n")
     return t

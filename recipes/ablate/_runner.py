@@ -24,6 +24,7 @@ from ._cache import AdapterCache, key_of, model_identity
 from ._config import AblationConfig, TrainRecipe, config_hash
 from ._grid import UPPER, AdapterJob, Cell, adapter_jobs, cells, head_inputs, job_inputs
 from ._results import append_row, read_rows, run_lock
+from .._checks import reference_check
 
 __all__ = ["Session", "TrainSpec", "prepare_run_dir", "run_local"]
 
@@ -58,7 +59,8 @@ def _train_one(spec: TrainSpec) -> Any:
         data_files=spec.data_files, max_steps=r.max_steps, lr=r.lr, batch_size=r.batch_size, grad_accum=r.grad_accum,
         warmup_steps=r.warmup_steps, scheduler=r.scheduler, weight_decay=r.weight_decay,
         group_by_length=r.group_by_length, max_length=r.max_length, limit=r.limit, on_stall=r.on_stall,
-        precision=r.precision, seed=spec.seed, progress_bar=False,
+        precision=r.precision, seed=spec.seed, progress_bar=False, val_split=r.val_split, val_limit=r.val_limit,
+        val_at_start=r.val_at_start, val_every=r.val_every,
     )
     with warnings.catch_warnings():
         # Lightning's deprecation chatter; stalls are recorded in the adapter's metadata (on_stall decides).
@@ -170,7 +172,7 @@ class Session:
         spec = next(a for a in self.cfg.adapters if a.type == job.adapter)
         task_role = job.role == "task"
         model, tok, new = self._load("task" if task_role else "reference")
-        options = dict(spec.options)
+        options = spec.options_for(job.role)
         if task_role:
             from adamergex.models import objective_of
             from adamergex.training import head_modules
@@ -217,10 +219,19 @@ class Session:
         data_files = {cell.target: self.cfg.task.files(cell.target)} if self.cfg.task.files(cell.target) else None
         row: dict[str, Any] = {"cell": cell.id, "adapter_type": cell.adapter, "seed": cell.seed, "target": cell.target,
                                "label": cell.label, "strategy": cell.strategy, "adapters": keys, "split": ev.split}
+        if cell.control is not None:
+            row["control"] = cell.control
+        checks = {role: reference_check(states[role]) for role in ("ref_source", "ref_target") if role in states}
+        if checks:
+            row["reference_checks"] = checks
         params = cell.params
         if cell.strategy == UPPER:
             merged: Any = states["task"]
         else:
+            if next(a for a in self.cfg.adapters if a.type == cell.adapter).pad_modules:
+                from adamergex.module_union import pad_to_union
+
+                states = pad_to_union(states)
             if cell.tune is not None:
                 row["tune"] = self._tune(cell, states, model, tok, data_files)
                 params = row["tune"]["best_params"]

@@ -94,10 +94,34 @@ class BaseModelConfig:
     """Peak learning rate (AdamW, linear warm-up over the first 10% of steps, cosine decay to 10%)."""
     seed: int = 0
     """Seed of the initialisation and the batch order."""
+    tokenizer: Literal["bpe", "word"] = "bpe"
+    """``bpe``: byte-level BPE of ``vocab_size`` tokens. ``word``: one token per word form of the reference text of
+    every language (``vocab_size`` is then ignored): a one-to-one relabelling of words (``lex``) is a one-to-one
+    relabelling of token ids, which the positive control needs."""
+    held_out: tuple[str, ...] = ()
+    """Languages whose reference text trains the tokenizer but is left out of the pretraining corpus: the model
+    has rows for their tokens but never saw them used (the positive control's unseen target)."""
+
+    _LISTS = ("held_out",)
+    _DEFAULTS_UNHASHED = {"tokenizer": "bpe", "held_out": ()}
+    """Fields added after caches existed: left out of :meth:`to_dict` at their defaults, so old cache keys hold."""
 
     def __post_init__(self) -> None:
+        if self.tokenizer not in ("bpe", "word"):
+            raise ConfigError(f"base model tokenizer must be bpe or word, got {self.tokenizer!r}")
+        held = tuple(self.held_out) if isinstance(self.held_out, (list, tuple)) else self.held_out
+        object.__setattr__(self, "held_out", held)
+        if not isinstance(held, tuple) or any(lang not in LANGUAGES[1:] for lang in held) or len(set(held)) != len(held):
+            raise ConfigError(f"base model held_out must name distinct target languages among {list(LANGUAGES[1:])}, "
+                              f"got {self.held_out!r}")
+        if self.parallel or self.code_switch:
+            if set(held) & {"lex", "sov"} and self.code_switch or held and self.parallel:
+                raise ConfigError("base model held_out languages would reach pretraining through parallel or "
+                                  "code_switch; set those to 0 with held_out")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name in ("tokenizer", "held_out"):
+                continue
             if f.name == "lr":
                 if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                     raise ConfigError(f"base model lr must be a positive number, got {value!r}")
@@ -114,8 +138,14 @@ class BaseModelConfig:
             raise ConfigError(f"base model hidden_size must be divisible by heads, got {self.hidden_size} and {self.heads}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-able dict."""
-        return dataclasses.asdict(self)
+        """The fields as a JSON-able dict (``tokenizer`` and ``held_out`` only when not at their defaults)."""
+        out = dataclasses.asdict(self)
+        for name, default in self._DEFAULTS_UNHASHED.items():
+            if out[name] == default:
+                del out[name]
+        if "held_out" in out:
+            out["held_out"] = list(out["held_out"])
+        return out
 
     def config_hash(self) -> str:
         """First 16 hex digits of the SHA-256 of the fields and :data:`FORMAT_VERSION` (the cache key)."""
@@ -130,7 +160,11 @@ PRESETS: dict[str, BaseModelConfig] = {
         steps=40, batch_size=16, lr=1e-2,
     ),
 }
-"""Named sizes: ``default`` (about a minute of pretraining on two CPU cores) and ``tiny`` (seconds; tests)."""
+PRESETS["control"] = dataclasses.replace(PRESETS["default"], tokenizer="word", held_out=("lex",))
+PRESETS["control_tiny"] = dataclasses.replace(PRESETS["tiny"], tokenizer="word", held_out=("lex",), steps=150)
+"""Named sizes: ``default`` (about a minute of pretraining on two CPU cores) and ``tiny`` (seconds; tests); the
+positive control's ``control`` and ``control_tiny``: the same, with a word-level tokenizer and ``lex`` held out of
+pretraining (see ``tasks/world/README.md``, "The positive control")."""
 
 
 def get_config(size: str | BaseModelConfig, **overrides: Any) -> BaseModelConfig:
@@ -171,6 +205,37 @@ def model_dir(cfg: BaseModelConfig, cache_dir: str | os.PathLike[str] | None = N
     return root / "world" / cfg.config_hash()
 
 
+def tokenizer_texts(cfg: BaseModelConfig) -> list[str]:
+    """What the tokenizer is trained on: the pretraining corpus, the held-out languages' reference articles, and
+    one line per language listing every word of its lexicon and every name (so that, with ``tokenizer="word"``,
+    each word any task can write is one token, whether or not the reference text happens to use it)."""
+    from .corpus import get_setting
+    from .reference import WorldReferenceTask
+    from .grammar import VERBS
+
+    texts = pretraining_texts(cfg)
+    task = WorldReferenceTask(world_seed=cfg.world_seed, train_size=cfg.articles, chronicles=cfg.chronicles)
+    for lang in cfg.held_out:
+        texts += task.generate(lang, "train")["text"]
+    setting = get_setting(cfg.world_seed)
+    names = (*setting.world.names, *setting.world.towns)
+    for code in LANGUAGES:
+        language = setting.languages[code]
+        words = set(language.words()) | {language.write(n) for n in names} | {str(d) for d in range(100)}
+        if language.morphology:  # inflected forms: stem (+ plural) (+ case); names + case; verb (+ neg) + present
+            lx = language.lexicon
+            cases = ["", lx["ACC"], lx["LOC"], lx["DAT"]]
+            verbs = set(VERBS)
+            for lemma, stem in lx.items():
+                if lemma in verbs:
+                    words |= {language.write(stem + neg + lx["PRS"]) for neg in ("", lx["NEG"])}
+                elif not lemma.isupper():
+                    words |= {language.write(stem + pl + c) for pl in ("", lx["PL"]) for c in cases}
+            words |= {language.write(n + c) for n in names for c in cases}
+        texts.append(" ".join(sorted(words)))
+    return texts
+
+
 def pretraining_texts(cfg: BaseModelConfig) -> list[str]:
     """The pretraining corpus: the ``world_reference`` train articles of every language, interleaved; a share
     ``cfg.parallel`` of them joined into source + target pairs (the target language cycling through the others)."""
@@ -189,7 +254,8 @@ def pretraining_texts(cfg: BaseModelConfig) -> list[str]:
         paired = targets[i % len(targets)] if rng.random() < cfg.parallel else None
         if paired is not None:
             texts.append(per_lang[source][i] + " " + per_lang[paired][i])
-        texts += [per_lang[lang][i] for lang in LANGUAGES if paired is None or lang not in (source, paired)]
+        texts += [per_lang[lang][i] for lang in LANGUAGES
+                  if (paired is None or lang not in (source, paired)) and lang not in cfg.held_out]
         if rng.random() < cfg.code_switch:
             lexicon = setting.languages[("lex", "sov")[i % 2]].lexicon
             words = per_lang[source][i].split()
@@ -249,11 +315,14 @@ def _pretrain(cfg: BaseModelConfig, out: Path, *, progress: bool) -> dict[str, A
     import torch
     from tqdm.auto import tqdm
 
-    from adamergex.tiny import tiny_llama, train_tokenizer
+    from adamergex.tiny import tiny_llama, train_tokenizer, train_word_tokenizer
 
     started = time.perf_counter()
     texts = pretraining_texts(cfg)
-    tokenizer = train_tokenizer(texts, vocab_size=cfg.vocab_size)
+    if cfg.tokenizer == "word":
+        tokenizer = train_word_tokenizer(tokenizer_texts(cfg))
+    else:
+        tokenizer = train_tokenizer(tokenizer_texts(cfg) if cfg.held_out else texts, vocab_size=cfg.vocab_size)
     chunks = _pack(tokenizer, texts, cfg.chunk_length)  # (n_chunks, chunk_length)
     model = tiny_llama(
         len(tokenizer), hidden_size=cfg.hidden_size, layers=cfg.layers, heads=cfg.heads,
