@@ -128,7 +128,7 @@ def test_data_files_that_are_not_utf8_or_empty_are_named(saved: Any, capsys: pyt
     base = ["evaluate", "--model", saved["model"], "--task", "toy_choice", "--languages", "en", "--no-progress"]
     assert main([*base, "--data-files", f"en={bad}"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("adamergex ")]  # no progress bars
-    assert len(err) == 1 and f"data file {str(bad)!r} must be UTF-8 text; byte 16 is b'\\xe9'" in err[0]
+    assert len(err) == 1 and f"data file {str(bad)!r} must be UTF-8 text; byte 16 (line 1) is b'\\xe9'" in err[0]
     assert main([*base, "--data-files", f"en={empty}"]) == 2
     assert f"data file {str(empty)!r} is empty" in capsys.readouterr().err
 

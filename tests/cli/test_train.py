@@ -341,7 +341,7 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_written(files: dict
         "lr must be a positive finite number, got inf": [*base, "--output", str(tmp_path / "o"), "--lr", "inf"],
         f"output {a_file} is a file; --output must name a directory": [*base, "--output", str(a_file)],
         f"data file '{empty}' is empty": [*base, "--output", str(tmp_path / "o"), "--data-files", str(empty)],
-        f"data file '{latin}' is not UTF-8 (byte 40, line 2": [*base, "--output", str(tmp_path / "o"),
+        f"data file '{latin}' must be UTF-8 text; byte 40 (line 2)": [*base, "--output", str(tmp_path / "o"),
                                                              "--data-files", str(latin)],
         f"model directory {no_tok} has no tokenizer: none of tokenizer.json": [
             "--model", str(no_tok), *CLS, "--data-files", str(files["cls"]), "--output", str(tmp_path / "o")],
