@@ -182,8 +182,29 @@ def cli_train(argv: list[str]) -> int:
     if Path(cfg.run.output).exists() and not Path(cfg.run.output).is_dir():
         raise ConfigError(f"output {cfg.run.output} is a file; --output must name a directory to write the "
                           "adapter to")
+    _check_output(cmd, cfg)
     with _quiet_libraries(cfg.trainer.verbose):
         return _run(cmd, cfg)
+
+
+def _check_output(cmd: TrainCommand, cfg: TrainingConfig) -> None:
+    """The output is none of the inputs (model, data, head, stacked adapters), and ``--overwrite`` replaces only
+    a previous adamergex training output: an adapter, a shared head, or a run's ``lightning/`` directory."""
+    from .._outputs import check_apart, check_replaceable, is_adapter_output
+
+    out = Path(str(cfg.run.output))
+    data = cmd.data_files_value
+    files = [data] if isinstance(data, str) else [f for v in (data or {}).values()
+                                                 for f in ([v] if isinstance(v, str) else v)]
+    inputs: dict[str, str | None] = {"--model": cmd.model, "--head": cmd.head}
+    inputs.update({f"--data-files {f}": f for f in files})
+    inputs.update({f"--stack-on {d}": d for d in cmd.stack_on})
+    check_apart(out, inputs, kind="directory")
+    if cfg.run.overwrite:  # resume continues what is there; a plain run refuses a non-empty output (the library)
+        def ours(path: Path) -> bool:
+            return is_adapter_output(path) or (path / "head.json").is_file() or (path / "lightning").is_dir()
+
+        check_replaceable(out, overwrite=True, ours=ours, what="an adamergex training output")
 
 
 def _run(cmd: TrainCommand, cfg: TrainingConfig) -> int:

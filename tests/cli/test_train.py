@@ -292,6 +292,36 @@ def test_a_failed_overwrite_leaves_the_old_run_and_nothing_beside_it(files: dict
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_overwrite_never_touches_inputs_or_what_adamergex_did_not_write(
+        files: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """#12.6 for train: an output that is, holds or lies in an input is refused, and --overwrite replaces only a
+    previous adamergex training output (an adapter, a shared head, a run's lightning/ directory)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    lm = data / "lm.jsonl"
+    lm.write_bytes(files["lm"].read_bytes())
+    common = ["--model", str(files["llama"]), "--task", "toy_lm", "--language", "en", "--max-steps", "2",
+              "--batch-size", "4", "--max-length", "16", "--adapter-options", "r=2", "--data-files", str(lm)]
+    capfd.readouterr()
+    for output, message in ((data, "contains the --data-files"), (files["llama"], "is the --model input"),
+                            (files["llama"] / "sub", "lies inside the --model input")):
+        assert train(*common, "--output", str(output), "--overwrite") == 2
+        err = capfd.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert lm.read_bytes() == files["lm"].read_bytes()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.tex").write_text("keep me")
+    assert train(*common, "--output", str(notes), "--overwrite") == 2
+    err = capfd.readouterr().err
+    assert "is not an adamergex training output (it holds thesis.tex)" in err
+    assert (notes / "thesis.tex").read_text() == "keep me"
+    run = tmp_path / "run"
+    assert train(*common, "--output", str(run)) == 0
+    assert train(*common, "--output", str(run), "--overwrite", "--lr", "0.02") == 0  # a previous run: replaced
+    assert load_adapter(run).metadata["training"]["lr"] == 0.02
+
+
 def test_resume_refuses_a_run_that_differs_from_the_checkpoints(files: dict[str, Path], tmp_path: Path,
                                                                  capfd: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
