@@ -193,9 +193,7 @@ def _check_output(cmd: TrainCommand, cfg: TrainingConfig) -> None:
     from .._outputs import check_apart, check_replaceable, is_adapter_output
 
     out = Path(str(cfg.run.output))
-    data = cmd.data_files_value
-    files = [data] if isinstance(data, str) else [f for v in (data or {}).values()
-                                                 for f in ([v] if isinstance(v, str) else v)]
+    files = [entry.split("=", 1)[-1] for entry in cmd.data_files]  # FILE or SPLIT=FILE
     inputs: dict[str, str | None] = {"--model": cmd.model, "--head": cmd.head}
     inputs.update({f"--data-files {f}": f for f in files})
     inputs.update({f"--stack-on {d}": d for d in cmd.stack_on})
