@@ -44,7 +44,14 @@ __all__ = ["OUTPUT_FILES", "RECIPES", "DemoConfig", "Recipe", "markdown", "run_d
 
 OUTPUT_FILES = ("results.json", "results.md", "results.png")
 ADAPTER_TYPES = ("lora", "ia3")
+"""The adapter types the demo trains by default (its time targets are for these two)."""
 UPPER = "upper_bound"
+_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def _per_type(lora: float, ia3: float) -> dict[str, float]:
+    """A rate per adapter type: the low-rank types (DoRA, LoHa, LoKr) take LoRA's (not tuned for them)."""
+    return {"lora": lora, "dora": lora, "loha": lora, "lokr": lora, "ia3": ia3}
 
 
 @dataclass(frozen=True)
@@ -62,16 +69,19 @@ class Recipe:
     group_by_length: int = 0
     """Task batches drawn from length-sorted windows of this many batches (0: off); packed reference chunks all
     have one length already."""
-    lr: dict[str, float] = field(default_factory=lambda: {"lora": 3e-3, "ia3": 1.0})
+    lr: dict[str, float] = field(default_factory=lambda: _per_type(3e-3, 1.0))
     """Peak learning rate of task adapters per adapter type (linear decay after a short warm-up; (IA)³ vectors
     start at 1 and need a large rate to move in a few hundred steps)."""
-    ref_lr: dict[str, float] = field(default_factory=lambda: {"lora": 3e-3, "ia3": 0.1})
+    ref_lr: dict[str, float] = field(default_factory=lambda: _per_type(3e-3, 0.1))
     """Peak learning rate of reference adapters per adapter type."""
     adapter_options: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "lora": {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+        "lora": {"r": 8, "lora_alpha": 16, "target_modules": _ATTENTION},
+        "dora": {"r": 8, "lora_alpha": 16, "target_modules": _ATTENTION},
+        "loha": {"r": 4, "alpha": 8, "target_modules": _ATTENTION},
+        "lokr": {"r": 4, "alpha": 8, "target_modules": _ATTENTION},
         "ia3": {"target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]},
     })
-    """PEFT options per adapter type."""
+    """PEFT options per adapter type (the keys are the types the demo can train: ``--adapters``)."""
     task_options: dict[str, Any] = field(default_factory=lambda: {"difficulty": "simple"})
     """Field overrides of the world task (``world_nli`` is trained at ``difficulty="simple"``)."""
     reference_options: dict[str, Any] = field(default_factory=dict)
@@ -86,7 +96,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "default": Recipe(task_steps=160, ref_steps=20, ref_batch_size=4, group_by_length=4,
-                      lr={"lora": 6e-3, "ia3": 1.5}, ref_lr={"lora": 6e-3, "ia3": 0.2},
+                      lr=_per_type(6e-3, 1.5), ref_lr=_per_type(6e-3, 0.2),
                       reference_options={"chunk_length": 64}),
     "tiny": Recipe(
         task_steps=12, ref_steps=6, batch_size=8, ref_batch_size=4,
@@ -114,7 +124,7 @@ class DemoConfig:
     overwrite: bool = False
     """Replace results already in the output directory."""
     adapters: tuple[str, ...] = ADAPTER_TYPES
-    """Adapter types to train (comma-separated)."""
+    """Adapter types to train (comma-separated): lora, ia3, dora, loha, lokr."""
     world_seed: int = 0
     """Seed of the world and its languages (also keys the cached base model)."""
     cache_dir: str | None = None
@@ -142,9 +152,10 @@ class DemoConfig:
             raise UnknownNameError(f"unknown size {self.size!r}; available: {', '.join(sorted(RECIPES))}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must be one or more distinct integers, got {list(self.seeds)}")
+        known = list(RECIPES[self.size].adapter_options)
         for kind in self.adapters:
-            if kind not in ADAPTER_TYPES:
-                raise UnknownNameError(f"unknown adapter type {kind!r}; available: {', '.join(ADAPTER_TYPES)}")
+            if kind not in known:
+                raise UnknownNameError(f"unknown adapter type {kind!r}; available: {', '.join(known)}")
         if not self.adapters:
             raise ConfigError("adapters must name at least one adapter type")
         for name in ("threads", "workers"):

@@ -75,6 +75,18 @@ def test_tiny_demo_runs_end_to_end_and_refuses_to_overwrite(
     assert inline["per_seed"] == record["per_seed"] and _trained(inline) == _trained(record)
 
 
+def test_every_strategy_runs_on_dora_loha_and_lokr(cache: Path, tmp_path: Path) -> None:
+    """The plug-in adapter types go through the same pipeline: every registered strategy is scored on each, or
+    reported as not applicable with the reason (none is expected to refuse these additive types)."""
+    cfg = DemoConfig(size="tiny", seeds=(0,), adapters=("dora", "loha", "lokr"), threads=1, progress=False,
+                     workers=1, output=str(tmp_path / "plug"))
+    record = run_demo(cfg)
+    for kind in cfg.adapters:
+        assert set(record["per_seed"][kind]) == {*STRATEGIES.names(), "upper_bound"}, record["not_applicable"]
+        assert all(len(v) == 1 and 0.0 <= v[0] <= 1.0 for v in record["per_seed"][kind].values())
+    assert record["not_applicable"] == {}
+
+
 def test_spawned_workers_read_the_cached_model_and_agree(
     cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,7 +112,7 @@ def test_demo_bad_names_list_what_exists(cache: Path, tmp_path: Path, capsys: py
     assert not (tmp_path / "o").exists()
     with pytest.raises(UnknownNameError, match="available: default, tiny"):
         DemoConfig(size="huge")
-    with pytest.raises(UnknownNameError, match="available: lora, ia3"):
+    with pytest.raises(UnknownNameError, match="available: lora, dora, loha, lokr, ia3"):
         DemoConfig(adapters=("lora", "prefix"))
     assert main(["demo", "--workers", "0", "--output", str(tmp_path / "o")]) == 2
     assert "workers must be a positive integer, got 0" in capsys.readouterr().err
