@@ -14,7 +14,10 @@ hash, adapter fingerprint, base model, scoring method). How each task kind is sc
   the value torchmetrics' ``Perplexity`` would give, without full-vocabulary logits for every position, so the
   task's metric is not called.
 
-Classification and multiple-choice metrics are updated with ``(preds, labels)`` as tensors, generation metrics
+Classification and multiple-choice tasks also report ``gold_logprob``, the mean of ``log_softmax(s_i)[gold_i]``
+over the examples' choice scores ``s_i`` (normalised log-likelihoods, or logits), and every result carries
+standard errors where one is defined (binomial for accuracy, the sample standard error for ``gold_logprob``;
+:mod:`adamergex.evaluation._stats`). Classification and multiple-choice metrics are updated with ``(preds, labels)`` as tensors, generation metrics
 with ``(answers, references)`` (one string and one tuple of strings per example). An adapter given to
 :func:`evaluate` is attached for the evaluation only: the model passed in comes back unchanged.
 """
