@@ -239,8 +239,7 @@ def evaluation_objective(
     prepared: list[Any] = []  # built at the first trial: the objective may be made before the model is used
 
     def objective(merged: AdapterState | Composition, trial: optuna.Trial) -> float:
-        from .evaluation import PreparedEvaluation
-        from .evaluation import mean_of_languages_stderr
+        from .evaluation import PreparedEvaluation, mean_of_languages_stderr
 
         if not prepared:
             prepared.append(PreparedEvaluation(
@@ -261,7 +260,7 @@ def evaluation_objective(
                 raise optuna.TrialPruned()
 
         per_lang = prepared[0].score(merged, after_language=report)
-        key = metric or sorted(next(iter(per_lang.values())))[0]
+        key = metric or min(next(iter(per_lang.values())))
         errors = [prepared[0].last_stderr.get(lang, {}).get(key) for lang in per_lang]
         se = mean_of_languages_stderr([e for e in errors if e is not None]) if None not in errors else None
         trial.set_user_attr("stderr", se if se is not None and math.isfinite(se) else None)

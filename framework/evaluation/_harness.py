@@ -358,8 +358,9 @@ class _LanguageRequests:
         n, correct = len(predicted), sum(p == g for p, g in zip(predicted, self.labels))
         if "accuracy" in scores and abs(scores["accuracy"] - correct / n) < 1e-6:  # micro accuracy: binomial
             stderr["accuracy"] = binomial_stderr(correct, n)
-        preds = [{"prediction": p, "label": g, GOLD_LOGPROB: lp} for p, g, lp in zip(predicted, self.labels, gold)]
-        return _Scored(scores, stderr, preds)
+        records: list[dict[str, Any]] = [{"prediction": p, "label": g, GOLD_LOGPROB: lp}
+                                       for p, g, lp in zip(predicted, self.labels, gold)]
+        return _Scored(scores, stderr, records)
 
     def _fresh_metric(self) -> torchmetrics.Metric:
         if self._metric is None:

@@ -4,7 +4,6 @@ option, for every registered adapter type."""
 from __future__ import annotations
 
 import pytest
-
 from adamergex.errors import ConfigError
 from adamergex.registry import ADAPTERS
 

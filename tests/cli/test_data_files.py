@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from adamergex.cli._options import DATA_FILES_HELP, data_file_inputs, parse_data_files
 from adamergex.errors import ConfigError
 
@@ -42,8 +41,8 @@ def test_a_language_named_like_a_split_is_the_language() -> None:
     (["en:dev=a"], ["en"], r"entry 'en:dev=a': split 'dev' must be one of train, validation, test"),
     (["en="], ["en"], r"entry 'en=' names no file"),
     (["en=a", "en:test=b"], ["en"], r"entry 'en:test=b': language 'en' has both one file for every split"),
-    (["a", "b"], ["en"], r"entry 'b': language 'en' already has one file for every split \('a'\); several files "
-                         r"must name their split"),
+    (["a", "b"], ["en"], (r"entry 'b': language 'en' already has one file for every split \('a'\); several files "
+                          r"must name their split")),
 ])
 def test_errors_name_the_entry(items: list[str], languages: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

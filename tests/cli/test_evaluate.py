@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from adamergex.cli import main
-from adamergex.errors import ConfigError
 from adamergex.io import save_adapter
 from adamergex.registry import TASKS
 from tests.evaluation.test_evaluation import (  # noqa: F401  (fixtures)

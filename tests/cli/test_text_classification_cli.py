@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from adamergex.cli import main
 from adamergex.io import load_adapter
 
