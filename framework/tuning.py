@@ -46,6 +46,8 @@ from .strategy import Composition, Strategy, StrategyConfig
 if TYPE_CHECKING:
     import optuna
 
+    from .task import Task
+
 __all__ = ["TrialObjective", "TuneResult", "evaluation_objective", "plot_history", "tune"]
 
 TrialObjective = Callable[["AdapterState | Composition", "optuna.Trial"], float]
@@ -54,7 +56,14 @@ TrialObjective = Callable[["AdapterState | Composition", "optuna.Trial"], float]
 
 @dataclass
 class TuneResult:
-    """Best parameters of one study, with what produced them."""
+    """Best parameters of one study, with what produced them.
+
+    ``best_stderr`` and each entry of ``trials`` carry the standard error the objective recorded on its trial
+    (the ``stderr`` user attribute: :func:`evaluation_objective` sets it; ``None`` when the objective gave none).
+    ``within_one_stderr`` lists the completed trials whose value lies within one standard error of the best
+    (``value >= best − SE_best`` when maximising): trials the validation set cannot tell apart from the best, the
+    one-standard-error rule of model selection (Hastie, Tibshirani & Friedman, *ESL* §7.10).
+    """
 
     strategy: str
     adapter_type: str
@@ -64,14 +73,43 @@ class TuneResult:
     study_name: str
     storage: str | None
     record: dict[str, Any] = field(default_factory=dict)
+    best_stderr: float | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    """Completed trials, best first: ``{"number", "value", "stderr", "params"}``."""
+    within_one_stderr: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return {
             "strategy": self.strategy, "adapter_type": self.adapter_type, "best_params": self.best_params,
-            "best_value": self.best_value, "n_trials": self.n_trials, "study_name": self.study_name,
-            "storage": self.storage, "record": self.record,
+            "best_value": self.best_value, "best_stderr": self.best_stderr, "n_trials": self.n_trials,
+            "within_one_stderr": self.within_one_stderr, "study_name": self.study_name, "storage": self.storage,
+            "record": self.record, "trials": self.trials,
         }
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _trial_summary(study: optuna.Study, best: optuna.trial.FrozenTrial, direction: str) -> tuple[
+        float | None, list[dict[str, Any]], list[int]]:
+    """``(best's stderr, completed trials best first, trials within one stderr of the best)``."""
+    import optuna
+
+    sign = -1.0 if direction == "maximize" else 1.0
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    done.sort(key=lambda t: (sign * float(t.value or 0.0), t.number))
+    trials = [{"number": t.number, "value": t.value, "stderr": _finite(t.user_attrs.get("stderr")),
+               "params": dict(t.params)} for t in done]
+    best_se = _finite(best.user_attrs.get("stderr"))
+    close: list[int] = []
+    if best_se is not None and best.value is not None:
+        def gap(t: optuna.trial.FrozenTrial) -> float:  # how much worse than the best (>= 0)
+            return -sign * (float(best.value or 0.0) - float(t.value or 0.0))
+
+        close = [t.number for t in done if gap(t) <= best_se]
+    return best_se, trials, close
 
 
 def tune(
@@ -159,13 +197,15 @@ def tune(
     best = study.best_trial
     complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     value = best.value if best.value is not None else math.nan
-    return TuneResult(strat.name, kind, dict(best.params), float(value), complete, name, shown, facts)
+    best_se, trials, close = _trial_summary(study, best, direction)
+    return TuneResult(strat.name, kind, dict(best.params), float(value), complete, name, shown, facts,
+                      best_stderr=best_se, trials=trials, within_one_stderr=close)
 
 
 def evaluation_objective(
     model: Any,
     tokenizer: Any,
-    task: str,
+    task: str | Task,
     languages: str | Sequence[str],
     *,
     metric: str | None = None,
@@ -179,7 +219,12 @@ def evaluation_objective(
     """An objective that scores a merge output with the evaluation harness (``purpose="tuning"``).
 
     Each language's score is reported to the trial as an intermediate value (so a pruner can stop a bad trial
-    after the first languages); the objective is their mean. ``metric`` defaults to the task's first metric.
+    after the first languages); the objective is their mean. ``metric`` defaults to the task's first metric;
+    classification and multiple-choice tasks also offer ``gold_logprob``, the mean log-probability of the gold
+    answer among the choices (:mod:`adamergex.evaluation._stats`), a continuous score that separates trials
+    whose accuracies tie. Each trial records on itself (user attributes) ``stderr``, the standard error of the
+    objective (``sqrt(Σ SE_l²)/L`` over the languages' binomial or sample standard errors; ``None`` for a
+    metric without one), and ``per_language``: ``{language: {"value", "stderr", "examples"}}``.
     The data is loaded and tokenised once, at the first trial, and the model wrapped with PEFT once: each trial
     writes its merge output into that wrapper in place (:class:`~adamergex.evaluation.PreparedEvaluation`),
     which gives :func:`~adamergex.evaluation.evaluate`'s scores bit for bit; compositions (stacking
@@ -190,10 +235,11 @@ def evaluation_objective(
 
     check_tuning_split(split, allow_test)
     langs = [languages] if isinstance(languages, str) else list(languages)
+    task_name = task if isinstance(task, str) else task.name
     prepared: list[Any] = []  # built at the first trial: the objective may be made before the model is used
 
     def objective(merged: AdapterState | Composition, trial: optuna.Trial) -> float:
-        from .evaluation import PreparedEvaluation
+        from .evaluation import PreparedEvaluation, mean_of_languages_stderr
 
         if not prepared:
             prepared.append(PreparedEvaluation(
@@ -205,7 +251,7 @@ def evaluation_objective(
         def report(lang: str, per_lang: dict[str, float]) -> None:
             key = metric or sorted(per_lang)[0]
             if key not in per_lang:
-                raise ConfigError(f"task {task!r} reports metrics {sorted(per_lang)}; --metric {key!r} is not one")
+                raise ConfigError(f"task {task_name!r} reports metrics {sorted(per_lang)}; --metric {key!r} is not one")
             scores.append(per_lang[key])
             trial.report(sum(scores) / len(scores), len(scores) - 1)
             if trial.should_prune():
@@ -213,7 +259,14 @@ def evaluation_objective(
 
                 raise optuna.TrialPruned()
 
-        prepared[0].score(merged, after_language=report)
+        per_lang = prepared[0].score(merged, after_language=report)
+        key = metric or min(next(iter(per_lang.values())))
+        errors = [prepared[0].last_stderr.get(lang, {}).get(key) for lang in per_lang]
+        se = mean_of_languages_stderr([e for e in errors if e is not None]) if None not in errors else None
+        trial.set_user_attr("stderr", se if se is not None and math.isfinite(se) else None)
+        trial.set_user_attr("per_language", {
+            lang: {"value": per_lang[lang][key], "stderr": e if e is not None and math.isfinite(e) else None,
+                   "examples": prepared[0].examples[lang]} for lang, e in zip(per_lang, errors)})
         return sum(scores) / len(scores)
 
     return objective

@@ -36,6 +36,7 @@ class LycorisAdapter(AdapterType):
     """Base of :class:`.loha.LohaAdapter` and :class:`.lokr.LokrAdapter` (see module docstring)."""
 
     structure = "additive"
+    positive_options = ("r",)
     parallel_merge = True  # PEFT (lycoris_utils): result + Σₐ ΔWₐ·x over active adapters; merge gives that LoRA
     merged_kind: ClassVar[str] = "lora"
     """Kind of a merge's output (unless it is the task adapter itself)."""

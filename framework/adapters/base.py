@@ -73,6 +73,48 @@ class AdapterType:
         """A PEFT config object for training a new adapter of this type (options are PEFT's own)."""
         raise NotImplementedError
 
+    positive_options: ClassVar[tuple[str, ...]] = ()
+    """Options that must be positive integers (``r`` of the low-rank types): PEFT's config classes accept
+    ``r=0`` and fail only when the layers are built, after the model has loaded."""
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Raise :class:`ConfigError` naming the option unless ``options`` would build this type's PEFT config:
+        cheap (no model), so a command calls it before it loads anything.
+
+        An unknown option lists the closest valid names; a :attr:`positive_options` entry (and its
+        ``rank_pattern`` values) must be a positive integer; anything else PEFT's config refuses
+        (``TypeError``/``ValueError`` from its ``__post_init__``) comes back with PEFT's reason.
+
+        Raises:
+            ConfigError: as above, one line naming the option.
+        """
+        import dataclasses
+        import difflib
+
+        options = dict(options)
+        try:
+            known = {f.name for f in dataclasses.fields(type(self.peft_config()))}
+        except (TypeError, ValueError):  # a config class that needs arguments: let PEFT's own check speak
+            known = set()
+        unknown = sorted(set(options) - known) if known else []
+        if unknown:
+            name = unknown[0]
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}?" if close else "see PEFT's " + type(self.peft_config()).__name__
+            raise ConfigError(f"adapter option {name!r} is not one that {self.name!r} adapters take; {hint}")
+        for name in self.positive_options:
+            values = [(name, options[name])] if name in options else []
+            pattern = options.get("rank_pattern") if name == "r" else None
+            values += [(f"rank_pattern[{k!r}]", v) for k, v in dict(pattern or {}).items()]
+            for label, value in values:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ConfigError(f"adapter option {label} must be a positive integer, got {value!r}")
+        try:
+            self.peft_config(**options)
+        except (TypeError, ValueError) as exc:
+            reason = " ".join(str(exc).split())
+            raise ConfigError(f"{self.name} adapter options {sorted(options)} are refused by PEFT: {reason}") from None
+
     def claims(self, config: Mapping[str, Any]) -> bool:
         """Whether this type reads the PEFT config ``config`` (an ``adapter_config.json`` dict). Default: its
         ``peft_type`` is :attr:`peft_type`; types sharing a ``peft_type`` (``lora``/``dora``) narrow it."""

@@ -82,6 +82,7 @@ class DoraAdapter(AdapterType):
     name = "dora"
     peft_type = "LORA"
     structure = "additive"  # the direction; the magnitude is merged in log space (module docstring)
+    positive_options = ("r",)
     # Two DoRAs active at once in PEFT (eval) do not add: the second rescales the running output, so the weight is
     # diag(r₂)·(diag(r₁)·(W + ΔV₁) + ΔV₂) with rₐ = mₐ ⊘ ‖W + ΔVₐ‖_r (tests/strategies/test_madx_stack.py). That
     # is one DoRA only with ΔV = ΔV₁ + diag(1/r₁)·ΔV₂ and m computed from the base weight W, which adapter states

@@ -71,6 +71,7 @@ class LoraAdapter(AdapterType):
     name = "lora"
     peft_type = "LORA"
     structure = "additive"
+    positive_options = ("r",)
     parallel_merge = True  # PEFT: result + Σₐ sₐ·Bₐ·Aₐ·x over active adapters = one LoRA of ΔW₁ + ΔW₂
 
     # -- PEFT format -----------------------------------------------------------------------------------------

@@ -33,7 +33,34 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["add_options", "config_values", "field_docs", "flag", "parse_pairs", "read_yaml_options"]
+__all__ = [
+    "DATA_FILES_HELP",
+    "DATA_FILES_METAVAR",
+    "TASK_OPTIONS_HELP",
+    "add_options",
+    "config_values",
+    "data_file_inputs",
+    "field_docs",
+    "flag",
+    "parse_data_files",
+    "parse_groups",
+    "parse_pairs",
+    "read_yaml_options",
+    "recorded_task_options",
+    "resolve_task_options",
+]
+
+DATA_FILES_METAVAR = "[LANG][:SPLIT]=PATH"
+DATA_FILES_HELP = (
+    "local data in the task's schema instead of the Hub, one entry per file: LANG:SPLIT=PATH (one split of one "
+    "language), LANG=PATH (every split of LANG), :SPLIT=PATH or PATH (the same for the command's only language); "
+    "SPLIT is train, validation or test, and an entry repeated for one language and split lists several files"
+)
+"""How every command's ``--help`` describes ``--data-files`` (grammar: :func:`parse_data_files`)."""
+TASK_OPTIONS_HELP = (
+    "task fields as KEY=VALUE, values read as YAML (labels=[a,b] languages=[en,fr]); see `adamergex tasks NAME`"
+)
+"""How every command's ``--help`` describes ``--task-options``."""
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -180,3 +207,142 @@ def config_values(classes: type | Sequence[type], namespace: argparse.Namespace,
             value = {**values[name], **value}
         values[name] = value
     return values
+
+
+def parse_data_files(
+    items: Sequence[str] | str, *, languages: Sequence[str], option: str = "--data-files"
+) -> dict[str, Any] | None:
+    """``--data-files`` entries into ``{language: DataFiles}``: the one grammar of every command.
+
+    ::
+
+        entry := LANG ":" SPLIT "=" PATH     one split of one language
+               | LANG "=" PATH               every split of LANG (one file)
+               | ":" SPLIT "=" PATH          one split of the command's only language
+               | SPLIT "=" PATH              the same (train's older spelling), when SPLIT is not one of ``languages``
+               | PATH                        every split of the command's only language
+
+    The key is what precedes the first ``=``; an entry whose would-be key holds a path separator is a bare
+    ``PATH``. ``SPLIT`` is one of :data:`adamergex.task.SPLITS`. The same language and split given several times
+    lists several files (``{split: [paths]}``); a language's per-split files and one file for every split do
+    not mix. Returns ``None`` for no entries; a language that no entry names is absent (the callers check
+    coverage: :func:`adamergex.evaluation.data_files_for`).
+
+    Raises:
+        ConfigError: naming the entry: a key that is neither one of ``languages`` nor a split, a form that
+            needs a language when the command reads several, or files that conflict.
+    """
+    from ..task import SPLITS
+
+    entries = [items] if isinstance(items, str) else list(items)
+    if not entries:
+        return None
+    langs = list(languages)
+    every: dict[str, list[str]] = {}
+    per_split: dict[str, dict[str, list[str]]] = {}
+    for entry in entries:
+        entry = str(entry)
+        key, sep, path = entry.partition("=")
+        if not sep or "/" in key or "\\" in key:
+            lang, split, path = "", "", entry  # a bare PATH
+        else:
+            lang, colon, split = key.partition(":")
+            if not colon and lang not in langs and lang in SPLITS:
+                lang, split = "", lang  # SPLIT=PATH, train's older spelling of :SPLIT=PATH
+            elif not colon and lang not in langs:
+                raise ConfigError(
+                    f"{option} entry {entry!r}: {lang!r} is neither a language of this command ({', '.join(langs)}) "
+                    f"nor a split ({', '.join(SPLITS)}); write LANG:SPLIT=PATH, LANG=PATH, :SPLIT=PATH or PATH")
+        if not path:
+            raise ConfigError(f"{option} entry {entry!r} names no file after '='")
+        if not lang:
+            if len(langs) != 1:
+                raise ConfigError(
+                    f"{option} entry {entry!r} names no language, which only a command reading one language "
+                    f"accepts; this one reads {', '.join(langs)}: write LANG=PATH or LANG:SPLIT=PATH")
+            lang = langs[0]
+        elif lang not in langs:
+            raise ConfigError(f"{option} entry {entry!r}: language {lang!r} is not one this command reads "
+                              f"({', '.join(langs)})")
+        if split and split not in SPLITS:
+            raise ConfigError(f"{option} entry {entry!r}: split {split!r} must be one of {', '.join(SPLITS)}")
+        if split:
+            per_split.setdefault(lang, {}).setdefault(split, []).append(path)
+        else:
+            every.setdefault(lang, []).append(path)
+        if lang in every and lang in per_split:
+            raise ConfigError(f"{option} entry {entry!r}: language {lang!r} has both one file for every split and "
+                              "per-split files; give one form (LANG=PATH, or LANG:SPLIT=PATH for each split)")
+        if len(every.get(lang, ())) > 1:
+            raise ConfigError(
+                f"{option} entry {entry!r}: language {lang!r} already has one file for every split "
+                f"({every[lang][0]!r}); several files must name their split (LANG:SPLIT=PATH, once per file)")
+    out: dict[str, Any] = {lang: paths[0] for lang, paths in every.items()}
+    for lang, splits in per_split.items():
+        out[lang] = {s: paths[0] if len(paths) == 1 else paths for s, paths in splits.items()}
+    return {lang: out[lang] for lang in langs if lang in out}
+
+
+def data_file_inputs(data_files: Mapping[str, Any] | None, option: str = "--data-files") -> dict[str, Any]:
+    """``{"--data-files LANG:SPLIT": path}`` for every file of a :func:`parse_data_files` result: the inputs an
+    output must stay apart from, named as the user wrote them."""
+    inputs: dict[str, Any] = {}
+    for lang, files in (data_files or {}).items():
+        for split, paths in (files.items() if isinstance(files, Mapping) else {"": files}.items()):
+            for i, path in enumerate([paths] if isinstance(paths, str) else list(paths)):
+                inputs[f"{option} {lang}{':' + split if split else ''}{f' #{i + 1}' if i else ''}"] = path
+    return inputs
+
+
+def parse_groups(items: Sequence[str], option: str = "--groups") -> dict[str, list[str]] | None:
+    """``NAME=SPEC,SPEC...`` entries (``t=0-7,8-15``) into ``{name: [spec, ...]}`` for
+    :func:`adamergex.tuning.tune`'s ``groups``: one value of ``NAME`` is searched per group, under the Optuna
+    name ``NAME@SPEC``, as ``adamergex merge --param NAME@SPEC=VALUE`` sets it (specs: :mod:`adamergex.groups`).
+
+    Raises:
+        ConfigError: an entry without ``=``, an empty or repeated spec, or a parameter given twice.
+    """
+    from ..groups import check_spec
+
+    if not items:
+        return None
+    out: dict[str, list[str]] = {}
+    for entry in items:
+        name, sep, specs = str(entry).partition("=")
+        name = name.strip()
+        groups = [s.strip() for s in specs.split(",")]
+        if not sep or not name or not all(groups):
+            raise ConfigError(f"{option} takes NAME=GROUP,GROUP... (e.g. t=0-7,8-15), got {entry!r}")
+        if name in out:
+            raise ConfigError(f"{option} gives parameter {name!r} more than once; list all its groups in one entry")
+        dupes = sorted({g for g in groups if groups.count(g) > 1})
+        if dupes:
+            raise ConfigError(f"{option} entry {entry!r} repeats group(s) {dupes}")
+        for g in groups:
+            check_spec(g)
+        out[name] = groups
+    return out
+
+
+def recorded_task_options(adapter: Any, task: str) -> dict[str, Any]:
+    """The task options an adapter (or a merge output, which keeps its task adapter's metadata) was trained
+    with (``metadata["training"]["task_options"]``), when it was trained on ``task``; ``{}`` otherwise. For a
+    composition, those of the adapter whose head it uses."""
+    if hasattr(adapter, "adapters") and hasattr(adapter, "head_from"):
+        adapter = adapter.adapters[adapter.head_from]
+    metadata = getattr(adapter, "metadata", None) or {}
+    if metadata.get("task") != task:
+        return {}
+    training = metadata.get("training") or {}
+    options = training.get("task_options") if isinstance(training, Mapping) else None
+    return dict(options) if isinstance(options, Mapping) else {}
+
+
+def resolve_task_options(given: Sequence[str], recorded: Mapping[str, Any],
+                         option: str = "--task-options") -> tuple[dict[str, Any], dict[str, str]]:
+    """``(options, where each came from)``: the ``recorded`` ones (from the adapter) under the ``KEY=VALUE``
+    entries ``given``, which win key by key; sources are ``"adapter"`` or ``"command line"``."""
+    explicit = parse_pairs(list(given), option.removeprefix("--").replace("-", "_"))
+    options = {**dict(recorded), **explicit}
+    sources = {k: "command line" if k in explicit else "adapter" for k in options}
+    return options, sources

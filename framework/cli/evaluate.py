@@ -13,36 +13,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
-from ..task import DataFiles, get_task
+from ..task import get_task
+from ._options import (
+    DATA_FILES_HELP,
+    DATA_FILES_METAVAR,
+    TASK_OPTIONS_HELP,
+    data_file_inputs,
+    parse_data_files,
+    recorded_task_options,
+    resolve_task_options,
+)
 
-__all__ = ["cli_evaluate", "parse_data_files"]
+__all__ = ["cli_evaluate"]
 
 # Choices shown by --help without importing the evaluation package (torch) for it; a test keeps them in sync.
 MODEL_TYPES = ("auto", "causal_lm", "seq_cls")
 NORMALIZATIONS = ("sum", "token_mean", "byte_mean")
 PURPOSES = ("report", "tuning")
-
-
-def parse_data_files(items: Sequence[str]) -> dict[str, DataFiles] | None:
-    """``LANG=PATH`` (any split) or ``LANG:SPLIT=PATH`` items into ``{language: path or {split: path}}``."""
-    if not items:
-        return None
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, path = item.partition("=")
-        if not sep or not key or not path:
-            raise ConfigError(f"--data-files must look like LANG=PATH or LANG:SPLIT=PATH, got {item!r}")
-        lang, _, split = key.partition(":")
-        if split:
-            current = out.setdefault(lang, {})
-            if not isinstance(current, dict):
-                raise ConfigError(f"--data-files gives {lang!r} both one file for every split and per-split files")
-            current[split] = path
-        else:
-            if lang in out:
-                raise ConfigError(f"--data-files gives language {lang!r} more than once")
-            out[lang] = path
-    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,12 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="base model: local path or Hugging Face id")
     p.add_argument("--adapter", help="PEFT adapter directory or merge output (composition.json); none: base model")
     p.add_argument("--task", required=True, help="registered task name")
+    p.add_argument("--task-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help=TASK_OPTIONS_HELP + "; default: those the adapter was trained with (these win key by key)")
+    p.add_argument("--metric", help="comma-separated metrics to report (default: all the task reports; "
+                   "classification and multiple-choice tasks add gold_logprob, the mean log-probability of the "
+                   "gold answer among the choices)")
     p.add_argument("--languages", required=True, help="comma-separated languages, e.g. fr,de")
     p.add_argument("--split", default="validation", help="train, validation or test (default: validation)")
     p.add_argument("--limit", type=int, default=None, help="seeded random subset of N examples per language")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subsample (recorded)")
-    p.add_argument("--data-files", nargs="+", default=[], metavar="LANG[:SPLIT]=PATH",
-                   help="local data per language instead of the Hub")
+    p.add_argument("--data-files", nargs="+", default=[], metavar=DATA_FILES_METAVAR, help=DATA_FILES_HELP)
     p.add_argument("--output", help="write the results as JSON to this file (atomically)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an --output file that a previous adamergex evaluate wrote")
@@ -83,6 +74,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _metrics(task: Any, given: str | None, names: Any) -> list[str] | None:
+    """The metrics ``--metric`` names (``None``: all), each one the task reports."""
+    if not given:
+        return None
+    known = names(task)
+    wanted = [m.strip() for m in given.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in known]
+    if unknown or not wanted:
+        raise ConfigError(f"--metric must name metrics that task {task.name!r} reports ({', '.join(known)}), "
+                          f"got {given!r}")
+    return wanted
+
+
 def cli_evaluate(argv: list[str]) -> int:
     """``adamergex evaluate``: everything is validated before the model is loaded; nothing is written on error."""
     args = _parser().parse_args(argv)
@@ -92,25 +96,25 @@ def cli_evaluate(argv: list[str]) -> int:
         data_files_for,
         evaluate,
         load_model,
+        metric_names,
         resolve_adapter,
     )
 
-    task = get_task(args.task)
+    adapter = resolve_adapter(args.adapter) if args.adapter else None  # its recorded task options come first
+    task_options, sources = resolve_task_options(args.task_options, recorded_task_options(adapter, args.task))
+    task = get_task(args.task, **task_options)
     langs = check_languages(task, [lang.strip() for lang in args.languages.split(",") if lang.strip()])
     check_options(task, args.split, args.purpose, args.allow_test, args.normalization, args.limit, args.seed)
-    data_files = parse_data_files(args.data_files)
+    shown = _metrics(task, args.metric, metric_names)
+    data_files = parse_data_files(args.data_files, languages=langs)
     data_files_for(data_files, langs)
     if args.output:  # before the run: a file path apart from every input, replacing only a previous result
         from .._outputs import check_apart, check_replaceable, is_evaluation_output
 
         inputs: dict[str, Any] = {"--adapter": args.adapter, "--model": args.model, "--tokenizer": args.tokenizer}
-        for lang, files in (data_files or {}).items():
-            for split, path in ({"": files} if not isinstance(files, dict) else files).items():
-                inputs[f"--data-files {lang}{':' + split if split else ''}"] = path
-        check_apart(args.output, inputs, kind="file")
+        check_apart(args.output, {**inputs, **data_file_inputs(data_files)}, kind="file")
         check_replaceable(args.output, overwrite=args.overwrite, kind="file", ours=is_evaluation_output,
                           what="an adamergex evaluation result")
-    adapter = resolve_adapter(args.adapter) if args.adapter else None
     model, tokenizer = load_model(
         args.model, task=task, adapter=adapter, model_type=args.model_type, tokenizer=args.tokenizer,
         dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
@@ -124,6 +128,9 @@ def cli_evaluate(argv: list[str]) -> int:
     )
     if args.adapter:  # resolved above so its task_type could pick the model class; record where it came from
         result.record["adapter_path"] = args.adapter
+    result.record["task_options"] = {"values": task_options, "from": sources}
+    if shown is not None:
+        result = result.only(shown)
     print(result.table())
     if args.output:
         from ..io import write_json_atomic

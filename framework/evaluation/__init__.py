@@ -9,6 +9,7 @@ The public face of the subsystem; its modules are private to it:
 * ``_batching``: padding, batching and tokenising helpers of the primitives;
 * ``_models``: :func:`load_model`, the model an adapter is evaluated on;
 * ``_prepared``: :class:`PreparedEvaluation`, data tokenised once and scored for many adapters (tuning trials);
+* ``_stats``: the gold answer's log-probability (metric ``gold_logprob``) and standard errors;
 * ``_slot``: :class:`AdapterSlot`, a PEFT wrapper built once into which adapter states are written in place.
 
 Importing this package does not import Lightning (a test checks it): evaluation needs torch, transformers and
@@ -46,8 +47,10 @@ from ._scoring import (
     score_choices,
 )
 from ._slot import AdapterSlot
+from ._stats import GOLD_LOGPROB, binomial_stderr, gold_logprob, mean_of_languages_stderr, mean_stderr
 
 __all__ = [
+    "GOLD_LOGPROB",
     "MODEL_TYPES",
     "NORMALIZATIONS",
     "PURPOSES",
@@ -59,6 +62,7 @@ __all__ = [
     "PreparedEvaluation",
     "Purpose",
     "adapter_summary",
+    "binomial_stderr",
     "check_languages",
     "check_options",
     "choice_scores",
@@ -67,9 +71,12 @@ __all__ = [
     "evaluate",
     "generate_answers",
     "generate_continuations",
+    "gold_logprob",
     "load_model",
     "metric_names",
     "loglikelihoods",
+    "mean_of_languages_stderr",
+    "mean_stderr",
     "model_max_length",
     "perplexity",
     "resolve_adapter",

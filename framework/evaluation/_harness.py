@@ -14,7 +14,10 @@ hash, adapter fingerprint, base model, scoring method). How each task kind is sc
   the value torchmetrics' ``Perplexity`` would give, without full-vocabulary logits for every position, so the
   task's metric is not called.
 
-Classification and multiple-choice metrics are updated with ``(preds, labels)`` as tensors, generation metrics
+Classification and multiple-choice tasks also report ``gold_logprob``, the mean of ``log_softmax(s_i)[gold_i]``
+over the examples' choice scores ``s_i`` (normalised log-likelihoods, or logits), and every result carries
+standard errors where one is defined (binomial for accuracy, the sample standard error for ``gold_logprob``;
+:mod:`adamergex.evaluation._stats`). Classification and multiple-choice metrics are updated with ``(preds, labels)`` as tensors, generation metrics
 with ``(answers, references)`` (one string and one tuple of strings per example). An adapter given to
 :func:`evaluate` is attached for the evaluation only: the model passed in comes back unchanged.
 """
@@ -46,8 +49,10 @@ from ._scoring import (
     _ClassifierRequests,
     _GenerationRequests,
     _PerplexityRequests,
+    argmax,
     model_max_length,
 )
+from ._stats import GOLD_LOGPROB, binomial_stderr, gold_logprob, mean_of_languages_stderr, mean_stderr
 
 if TYPE_CHECKING:
     import torchmetrics
@@ -83,6 +88,9 @@ class EvaluationResult:
     summary (with fingerprint), base model, scoring method, versions and time (JSON-able)."""
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Per language, one entry per example (prediction and gold), when asked for with ``keep_predictions``."""
+    stderr: dict[str, dict[str, float]] = field(default_factory=dict)
+    """``{language: {metric: standard error}}`` where one is defined: binomial for accuracy, the sample standard
+    error for ``gold_logprob`` (:mod:`adamergex.evaluation._stats`)."""
 
     def average(self) -> dict[str, float]:
         """Mean of each metric over the languages that report it."""
@@ -93,22 +101,51 @@ class EvaluationResult:
             out[m] = math.fsum(values) / len(values)
         return out
 
+    def average_stderr(self) -> dict[str, float]:
+        """Standard error of each :meth:`average` whose every language has one: ``sqrt(Σ SE_l²)/L``."""
+        out = {}
+        for m in self.average():
+            langs = [lang for lang, s in self.scores.items() if m in s]
+            if langs and all(m in self.stderr.get(lang, {}) for lang in langs):
+                out[m] = mean_of_languages_stderr([self.stderr[lang][m] for lang in langs])
+        return out
+
+    def only(self, metrics: Sequence[str]) -> EvaluationResult:
+        """The result restricted to ``metrics`` (scores and standard errors; the record is kept)."""
+        keep = set(metrics)
+        return dataclasses.replace(
+            self, scores={lang: {m: v for m, v in s.items() if m in keep} for lang, s in self.scores.items()},
+            stderr={lang: {m: v for m, v in s.items() if m in keep} for lang, s in self.stderr.items()})
+
     def to_dict(self) -> dict[str, Any]:
-        """``{"scores", "average", "record"}`` (and ``"predictions"`` when kept), JSON-able."""
-        out: dict[str, Any] = {"scores": self.scores, "average": self.average(), "record": self.record}
+        """``{"scores", "stderr", "average", "average_stderr", "record"}`` (and ``"predictions"`` when kept),
+        JSON-able (an undefined standard error, from a single example, is ``null``)."""
+        def clean(d: dict[str, float]) -> dict[str, float | None]:
+            return {k: (v if math.isfinite(v) else None) for k, v in d.items()}
+
+        out: dict[str, Any] = {"scores": self.scores, "stderr": {k: clean(v) for k, v in self.stderr.items()},
+                               "average": self.average(), "average_stderr": clean(self.average_stderr()),
+                               "record": self.record}
         if self.predictions:
             out["predictions"] = self.predictions
         return out
 
     def table(self) -> str:
-        """A plain-text table: one row per language (and the average), one column per metric."""
+        """A plain-text table: one row per language (and the average), one column per metric, with ``± SE``
+        where a standard error is defined."""
         metrics = sorted({m for per_lang in self.scores.values() for m in per_lang})
+
+        def cell(values: dict[str, float], errors: dict[str, float], m: str) -> str:
+            if m not in values:
+                return "-"
+            se = errors.get(m)
+            return f"{values[m]:.4f}" + (f" ± {se:.4f}" if se is not None and math.isfinite(se) else "")
+
         rows = [["language", *metrics]]
         for lang, per_lang in self.scores.items():
-            rows.append([lang, *(f"{per_lang[m]:.4f}" if m in per_lang else "-" for m in metrics)])
+            rows.append([lang, *(cell(per_lang, self.stderr.get(lang, {}), m) for m in metrics)])
         if len(self.scores) > 1:
-            avg = self.average()
-            rows.append(["average", *(f"{avg[m]:.4f}" for m in metrics)])
+            rows.append(["average", *(cell(self.average(), self.average_stderr(), m) for m in metrics)])
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -225,7 +262,10 @@ def metric_names(task: Task) -> list[str]:
         return ["nll_per_token", "perplexity"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "compute called before update": only the names are wanted
-        return sorted(_metric_values(task.metric()))
+        names = set(_metric_values(task.metric()))
+    if task.kind in ("classification", "multiple_choice"):
+        names.add(GOLD_LOGPROB)
+    return sorted(names)
 
 
 def _metric_values(metric: torchmetrics.Metric) -> dict[str, float]:
@@ -242,6 +282,15 @@ def _examples_hash(examples: Sequence[Example]) -> str:
     for ex in examples:
         h.update(json.dumps(dataclasses.asdict(ex), sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """One language scored: ``{metric: value}``, ``{metric: standard error}`` where defined, predictions."""
+
+    scores: dict[str, float]
+    stderr: dict[str, float]
+    predictions: list[dict[str, Any]]
 
 
 class _LanguageRequests:
@@ -279,15 +328,16 @@ class _LanguageRequests:
         else:
             self.requests = _ChoiceRequests(model, tokenizer, examples, normalization=normalization, **opts)
 
-    def score(self, model: Any, *, progress: bool = False) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """The task's metrics under ``model`` and one prediction record per example."""
+    def score(self, model: Any, *, progress: bool = False) -> _Scored:
+        """The task's metrics under ``model``, their standard errors where one is defined, and one prediction
+        record per example."""
         import torch
 
         desc = f"{self.task.name}/{self.lang}" if progress else None
         if isinstance(self.requests, _PerplexityRequests):
             logprob, tokens = self.requests.run(model, desc)
             nll = -logprob / max(tokens, 1)
-            return {"perplexity": math.exp(nll), "nll_per_token": nll}, []
+            return _Scored({"perplexity": math.exp(nll), "nll_per_token": nll}, {}, [])
         if isinstance(self.requests, _GenerationRequests):
             continuations = self.requests.run(model, desc)
             answers = [self.task.extract_answer(c) for c in continuations]
@@ -297,14 +347,20 @@ class _LanguageRequests:
                 {"continuation": c, "answer": a, "references": list(r)}
                 for c, a, r in zip(continuations, answers, self.references)
             ]
-            return _metric_values(metric), preds
-        if isinstance(self.requests, _ChoiceRequests):
-            predicted = self.requests.predict(model, desc)
-        else:
-            predicted = self.requests.run(model, desc)
+            return _Scored(_metric_values(metric), {}, preds)
+        choice_scores = self.requests.scores(model, desc)  # (n, choices): normalised log-likelihoods or logits
+        predicted = [argmax(s) for s in choice_scores]
+        gold = [gold_logprob(s, g) for s, g in zip(choice_scores, self.labels)]
         metric = self._fresh_metric()
         metric.update(torch.tensor(predicted), torch.tensor(self.labels))
-        return _metric_values(metric), [{"prediction": p, "label": g} for p, g in zip(predicted, self.labels)]
+        scores = {**_metric_values(metric), GOLD_LOGPROB: math.fsum(gold) / len(gold)}
+        stderr = {GOLD_LOGPROB: mean_stderr(gold)}
+        n, correct = len(predicted), sum(p == g for p, g in zip(predicted, self.labels))
+        if "accuracy" in scores and abs(scores["accuracy"] - correct / n) < 1e-6:  # micro accuracy: binomial
+            stderr["accuracy"] = binomial_stderr(correct, n)
+        records: list[dict[str, Any]] = [{"prediction": p, "label": g, GOLD_LOGPROB: lp}
+                                       for p, g, lp in zip(predicted, self.labels, gold)]
+        return _Scored(scores, stderr, records)
 
     def _fresh_metric(self) -> torchmetrics.Metric:
         if self._metric is None:
@@ -421,12 +477,14 @@ def evaluate(
                                 batch_size=batch_size, max_length=max_length)
         for lang, examples in data.items()
     }
+    stderr: dict[str, dict[str, float]] = {}
     with attached(model, resolved, check_base_model=check_base_model) as live:
         for lang, prepared in requests.items():
-            scores[lang], preds = prepared.score(live, progress=progress)
+            scored = prepared.score(live, progress=progress)
+            scores[lang], stderr[lang] = scored.scores, scored.stderr
             if keep_predictions:
-                predictions[lang] = preds
-    return EvaluationResult(scores, record, predictions)
+                predictions[lang] = scored.predictions
+    return EvaluationResult(scores, record, predictions, stderr)
 
 
 def _scoring_record(

@@ -94,6 +94,10 @@ class PreparedEvaluation:
             for lang, examples in data.items()
         }
         self.slot = AdapterSlot(model, check_base_model=check_base_model)
+        self.last_stderr: dict[str, dict[str, float]] = {}
+        """``{language: {metric: standard error}}`` of the languages the last :meth:`score` call scored (as
+        :attr:`EvaluationResult.stderr <adamergex.evaluation.EvaluationResult.stderr>`; filled language by
+        language, so an ``after_language`` callback reads the current one's)."""
         self._lock = threading.Lock()  # one slot, one model: trials of one study score one after another
 
     def score(
@@ -128,8 +132,11 @@ class PreparedEvaluation:
         resolved = resolve_adapter(adapter) if adapter is not None else None
         with self._lock, self._carrying(resolved) as live:
             scores: dict[str, dict[str, float]] = {}
+            stderr: dict[str, dict[str, float]] = {}
             for lang in langs:
-                scores[lang], _ = self.requests[lang].score(live, progress=progress)
+                scored = self.requests[lang].score(live, progress=progress)
+                scores[lang], stderr[lang] = scored.scores, scored.stderr
+                self.last_stderr = stderr
                 if after_language is not None:
                     after_language(lang, scores[lang])
         return scores

@@ -141,7 +141,12 @@ class _ChoiceRequests:
 
     def predict(self, model: Any, progress: str | None = None) -> list[int]:
         """Index of each example's best choice under ``model`` (ties go to the lowest)."""
-        return [max(range(len(s)), key=lambda j, s=s: (s[j], -j)) for s in self.scores(model, progress)]  # type: ignore[misc]
+        return [argmax(s) for s in self.scores(model, progress)]
+
+
+def argmax(scores: Sequence[float]) -> int:
+    """Index of the largest score; ties go to the lowest index."""
+    return max(range(len(scores)), key=lambda j: (scores[j], -j))
 
 
 class _PairRequests:
@@ -383,18 +388,22 @@ class _ClassifierRequests:
                 k: _pad([rows[i] for i in idx], pad_values[k], left=False, device=device) for k, rows in columns.items()
             }))
 
-    def run(self, model: Any, progress: str | None = None) -> list[int]:
-        """Argmax of ``model``'s logits for each example."""
-        out = [0] * self.size
+    def scores(self, model: Any, progress: str | None = None) -> list[list[float]]:
+        """``model``'s logits for each example (one float per label, exactly as computed)."""
+        out: list[list[float]] = [[] for _ in range(self.size)]
         if not self.batches:
             return out
         with _inference(model), _progress(len(self.batches), progress) as bar:
             for idx, batch in self.batches:
-                logits = model(**batch).logits  # (B, num_labels)
+                logits = model(**batch).logits.float().tolist()  # (B, num_labels); float32 holds bf16 exactly
                 for j, i in enumerate(idx):
-                    out[i] = int(logits[j].argmax())
+                    out[i] = logits[j]
                 bar.update(1)
         return out
+
+    def run(self, model: Any, progress: str | None = None) -> list[int]:
+        """Argmax of ``model``'s logits for each example (ties go to the lowest label)."""
+        return [argmax(s) for s in self.scores(model, progress)]
 
 
 def classify(

@@ -129,6 +129,12 @@ class AdapterSlot:
             if self._active != layout.name:
                 self._peft.set_adapter(layout.name)
                 self._active = layout.name
+            # As attach() leaves them (PEFT freezes an adapter loaded for inference): every parameter frozen.
+            # Not cosmetic: torch picks another linear kernel for a weight with requires_grad=True even under
+            # inference_mode (on a sliced, non-contiguous input: logits_to_keep), which moved log-likelihoods by
+            # ~1e-7 against evaluate(). The bare model's flags are given back below.
+            for param in self.model.parameters():
+                param.requires_grad_(False)
             # The model itself, its PEFT layers in place: what PeftModel.forward/generate run after their hooks
             # for adapter_names (unused here), without those hooks' cost on every batch.
             yield self.model

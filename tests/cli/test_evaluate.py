@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 
 from adamergex.cli import main
-from adamergex.errors import ConfigError
-from adamergex.cli.evaluate import parse_data_files as _parse_data_files
 from adamergex.io import save_adapter
 from adamergex.registry import TASKS
 from tests.evaluation.test_evaluation import (  # noqa: F401  (fixtures)
@@ -43,7 +41,8 @@ def test_cli_scores_writes_json_and_refuses_to_overwrite(saved: Any, capsys: pyt
     out = saved["dir"] / "results.json"
     assert main(run(saved, "--limit", "5", "--seed", "2", "--output", str(out), "--predictions")) == 0
     table = capsys.readouterr().out
-    assert table.splitlines()[0].split() == ["language", "accuracy"] and "average" in table
+    assert table.splitlines()[0].split() == ["language", "accuracy", "gold_logprob"] and "average" in table
+    assert "±" in table.splitlines()[1]  # each score with its standard error
     data = json.loads(out.read_text())
     assert set(data["scores"]) == {"en", "fr"} and 0.0 <= data["scores"]["en"]["accuracy"] <= 1.0
     record = data["record"]
@@ -88,16 +87,6 @@ def test_cli_picks_a_sequence_classifier_from_the_adapter_task_type(tmp_path: Pa
                    "--languages", "en", "--data-files", f"en={data}", "--output", str(out), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     assert json.loads(out.read_text())["record"]["scoring"]["method"] == "classifier_logits"
-
-
-def test_data_files_option() -> None:
-    assert _parse_data_files(["fr=a.jsonl", "de:test=b.jsonl", "de:validation=c.jsonl"]) == {
-        "fr": "a.jsonl", "de": {"test": "b.jsonl", "validation": "c.jsonl"}}
-    assert _parse_data_files([]) is None
-    with pytest.raises(ConfigError, match="LANG=PATH or LANG:SPLIT=PATH, got 'fr'"):
-        _parse_data_files(["fr"])
-    with pytest.raises(ConfigError, match="language 'fr' more than once"):
-        _parse_data_files(["fr=a", "fr=b"])
 
 
 def test_cli_refuses_a_head_the_checkpoint_lacks_and_the_adapter_does_not_bring(

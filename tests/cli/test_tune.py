@@ -168,7 +168,7 @@ def test_continuing_a_study_with_other_split_languages_or_data_is_refused(
 
 # -- 4 and 5: credentials and up-front checks ---------------------------------------------------------------------
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--metric", "acc"], "--metric must be one that task 'xnli' reports (accuracy), got 'acc'"),
+    (["--metric", "acc"], "--metric must be one that task 'xnli' reports (accuracy, gold_logprob), got 'acc'"),
     (["--limit", "0"], "limit must be a positive number of examples, got 0"),
     (["--n-trials", "0"], "--n-trials must be at least 1, got 0"),
     (["--storage", "not a url"], "--storage must be an SQLAlchemy URL"),

@@ -226,7 +226,9 @@ def test_oracle_scores_one(tok: Any, toy: Any) -> None:
     examples = formatted(toy.task, toy.files, "en", "validation")
     model = favouring(tok, examples, lambda ex: ex.choices[ex.label])
     result = evaluate(model, tok, toy.task, "en", data_files=toy.files, progress=False, keep_predictions=True)
-    assert result.scores == {"en": {"accuracy": 1.0}}
+    assert result.scores["en"]["accuracy"] == 1.0 and set(result.scores["en"]) == {"accuracy", "gold_logprob"}
+    assert -1e-6 < result.scores["en"]["gold_logprob"] <= 0.0  # the oracle puts (almost) all mass on the gold
+    assert result.stderr["en"]["accuracy"] == 0.0
     assert all(p["prediction"] == p["label"] for p in result.predictions["en"])
 
 
@@ -240,10 +242,12 @@ def test_real_choice_tasks_constant_predictor_at_chance_and_oracle_at_one(name: 
     for k in range(n_choices):
         model = favouring(tok, examples, lambda ex, k=k: ex.choices[k])
         result = evaluate(model, tok, task, [lang], split="test", data_files=files, progress=False)
-        assert list(result.scores[lang].values()) == [pytest.approx(1 / n_choices)]
+        assert result.scores[lang]["accuracy"] == pytest.approx(1 / n_choices)
+        assert result.scores[lang]["gold_logprob"] < -1.0  # wrong on most examples, and sure of it
     oracle = favouring(tok, examples, lambda ex: ex.choices[ex.label])
     result = evaluate(oracle, tok, task, [lang], split="test", data_files=files, progress=False)
-    assert list(result.scores[lang].values()) == [pytest.approx(1.0)]
+    assert result.scores[lang]["accuracy"] == pytest.approx(1.0)
+    assert result.scores[lang]["gold_logprob"] > -1e-3
 
 
 @pytest.mark.parametrize("name", CHOICE_TASKS)
@@ -261,7 +265,7 @@ def test_real_choice_task_fixtures_constant_predictor_scores_label_frequency(nam
         for k in range(len(examples[0].choices)):
             model = favouring(tok, examples, lambda ex, k=k: ex.choices[k])
             result = evaluate(model, tok, task, [lang], split=split, data_files=files, progress=False)
-            assert list(result.scores[lang].values()) == [pytest.approx(labels.count(k) / len(labels))]
+            assert result.scores[lang]["accuracy"] == pytest.approx(labels.count(k) / len(labels))
     assert found, f"no validation/test fixture for {name}"
 
 
@@ -365,8 +369,8 @@ def test_record_is_json_and_says_how_choices_were_scored(tok: Any, toy: Any) -> 
     assert data["record"]["scoring"]["method"] == "loglikelihood"
     assert data["record"]["scoring"]["normalization"] == "byte_mean"
     assert data["record"]["task"] == "toy_choice" and data["record"]["base_model"] == "stub-lm"
-    assert data["average"] == {"accuracy": pytest.approx((result.scores["en"]["accuracy"]
-                                                          + result.scores["fr"]["accuracy"]) / 2)}
+    assert data["average"]["accuracy"] == pytest.approx((result.scores["en"]["accuracy"]
+                                                         + result.scores["fr"]["accuracy"]) / 2)
     assert "average" in result.table() and "accuracy" in result.table()
 
 
