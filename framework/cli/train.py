@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 from ..models import load_pretrained, objective_of
 from ..registry import ADAPTERS
-from ..task import DataFiles, get_task
+from ..task import get_task
 from ._options import add_options, config_values
 
 if TYPE_CHECKING:
@@ -42,7 +42,10 @@ class TrainCommand:
     language: str = ""
     """Language code of the training data."""
     data_files: list[str] = field(default_factory=list)
-    """Local data in the task's schema: one file for any split, or SPLIT=FILE entries."""
+    """Local data in the task's schema instead of the Hub, one entry per file: LANG:SPLIT=PATH (one split of one
+    language), LANG=PATH (every split of LANG), :SPLIT=PATH or PATH (the same for the command's only language;
+    SPLIT=PATH too); SPLIT is train, validation or test, and an entry repeated for one language and split lists
+    several files. With --train-head, LANG is one of --head-languages."""
     dtype: str | None = None
     """dtype to load the base weights in (float32, bfloat16, float16; default: bfloat16 with bf16-mixed,
     float16 with 16-mixed, else float32)."""
@@ -73,19 +76,16 @@ class TrainCommand:
             raise ConfigError(f"devices must be a number or 'auto'; got {self.devices!r}")
 
     @property
-    def data_files_value(self) -> DataFiles | None:
-        """``data_files`` as the task contract takes it (one path, or a split → paths mapping)."""
-        if not self.data_files:
-            return None
-        if all("=" not in f for f in self.data_files):
-            return self.data_files[0] if len(self.data_files) == 1 else {"train": list(self.data_files)}
-        mapping: dict[str, list[str]] = {}
-        for entry in self.data_files:
-            if "=" not in entry:
-                raise ConfigError(f"data_files mixes SPLIT=FILE entries with a bare file {entry!r}; name its split")
-            split, path = entry.split("=", 1)
-            mapping.setdefault(split, []).append(path)
-        return {k: v[0] if len(v) == 1 else v for k, v in mapping.items()}
+    def data_files_value(self) -> Any:
+        """``data_files`` as the task contract takes it: one language's files (a path, or split → paths), or, for
+        a shared head trained on several languages, language → such files (the one grammar of
+        :func:`._options.parse_data_files`)."""
+        from ._options import parse_data_files
+
+        langs = list(dict.fromkeys(self.head_languages if self.train_head and self.head_languages
+                                   else [self.language]))
+        files = parse_data_files(self.data_files, languages=langs)
+        return None if files is None else (files[langs[0]] if len(langs) == 1 else files)
 
     def training_options(self) -> dict[str, Any]:
         """The training options this command's own fields imply."""
@@ -155,8 +155,9 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainCommand, TrainingConfig,
     values = config_values(classes, args, config=getattr(args, "config", None), skip=_IMPLIED)
     if isinstance(values.get("data_files"), str):
         values["data_files"] = [values["data_files"]]
-    if isinstance(values.get("data_files"), dict):
-        values["data_files"] = [f"{k}={v}" for k, v in values["data_files"].items()]
+    if isinstance(values.get("data_files"), dict):  # a YAML mapping: KEY=PATH entries, a list value one per path
+        values["data_files"] = [f"{k}={p}" for k, v in values["data_files"].items()
+                                for p in (v if isinstance(v, list) else [v])]
     for key in ("devices", "revision", "head"):
         if values.get(key) is not None:
             values[key] = str(values[key])
@@ -213,8 +214,8 @@ def _run(cmd: TrainCommand, cfg: TrainingConfig) -> int:
     task.check_language(cmd.language)
     for lang in cmd.head_languages:
         task.check_language(lang)
-    if not cmd.train_head:
-        ADAPTERS.get(cfg.adapter.adapter)
+    if not cmd.train_head:  # unknown types and PEFT options fail in one line before the model loads
+        ADAPTERS.get(cfg.adapter.adapter).check_options(cfg.adapter.adapter_options)
     precision = cfg.trainer.precision
     dtype_name = cmd.dtype or {"bf16": "bfloat16", "16": "float16"}.get(precision.split("-")[0], "float32")
     model, tokenizer, new_modules = load_pretrained(

@@ -322,6 +322,24 @@ def test_overwrite_never_touches_inputs_or_what_adamergex_did_not_write(
     assert load_adapter(run).metadata["training"]["lr"] == 0.02
 
 
+def test_train_reads_the_one_data_files_syntax_and_checks_adapter_options_first(
+        files: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from adamergex.cli.train import parse_train_args
+
+    base = ["--model", str(files["llama"]), "--task", "toy_lm", "--language", "en"]
+    lm = str(files["lm"])
+    for entries, expected in (([lm], lm), ([f"en={lm}"], lm), ([f":train={lm}"], {"train": lm}),
+                              ([f"en:train={lm}"], {"train": lm}), ([f"train={lm}"], {"train": lm})):
+        cmd, _, _ = parse_train_args([*base, "--output", "o", "--data-files", *entries])
+        assert cmd.data_files_value == expected, entries
+    capfd.readouterr()
+    for option, message in (("rr=4", "did you mean r"), ("r=0", "r must be a positive integer")):
+        assert train(*base, "--data-files", lm, "--output", str(tmp_path / "o"), "--adapter-options", option) == 2
+        err = capfd.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_resume_refuses_a_run_that_differs_from_the_checkpoints(files: dict[str, Path], tmp_path: Path,
                                                                  capfd: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
