@@ -132,6 +132,23 @@ def load_pretrained(
         tokenizer = AutoTokenizer.from_pretrained(name, **common)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load model {name!r} as {cls.__name__}: {exc}") from None
+    except RuntimeError as exc:  # a saved classifier head of another size ("size mismatch for classifier...")
+        if not ("size mismatch" in str(exc) or "ignore_mismatched_sizes" in str(exc)) \
+                or objective != "sequence_classification":
+            raise
+        saved = getattr(config, "num_labels", "?")
+        raise ConfigError(
+            f"{name} has a classifier for {saved} labels but task {task.name!r} declares {task.num_labels}; the "
+            "task's labels (its `labels` task option) must be the ones the classifier was trained on"
+        ) from None
+    mismatched = [k for k, *_ in (info.get("mismatched_keys") or [])]
+    if mismatched and objective == "sequence_classification":  # transformers re-initialised a saved head
+        saved = getattr(config, "num_labels", "?")
+        raise ConfigError(
+            f"{name} has a classifier for {saved} labels but task {task.name!r} declares {task.num_labels} "
+            f"({', '.join(sorted(mismatched)[:2])} differ in shape); the task's labels (its `labels` task option) "
+            "must be the ones the classifier was trained on"
+        )
     new_modules = sorted({k.rsplit(".", 1)[0] for k in info.get("missing_keys", [])})
     return model, tokenizer, new_modules
 

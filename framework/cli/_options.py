@@ -23,11 +23,12 @@ own error texts, which would change every command's interface and messages, so t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ast
 import dataclasses
 import inspect
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "parse_data_files",
     "parse_groups",
     "parse_pairs",
+    "quiet_libraries",
     "read_yaml_options",
     "recorded_task_options",
     "resolve_task_options",
@@ -346,3 +348,31 @@ def resolve_task_options(given: Sequence[str], recorded: Mapping[str, Any],
     options = {**dict(recorded), **explicit}
     sources = {k: "command line" if k in explicit else "adapter" for k in options}
     return options, sources
+
+
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool) -> Iterator[None]:
+    """Keep transformers' and datasets' notes off every command's console unless ``verbose``: load reports (a classifier the
+    checkpoint lacks is expected when a head is added; the command says so in one line), tied-weight notes about
+    heads the checkpoint lacks (refused or replaced by --head), and per-file progress bars. Errors still show."""
+    if verbose:
+        yield
+        return
+    import datasets
+    import transformers
+
+    t_level, d_level = transformers.logging.get_verbosity(), datasets.logging.get_verbosity()
+    t_bars, d_bars = transformers.utils.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    datasets.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(t_level)
+        datasets.logging.set_verbosity(d_level)
+        if t_bars:
+            transformers.utils.logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+        if d_bars:
+            datasets.enable_progress_bars()

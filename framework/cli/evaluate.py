@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
+    p.add_argument("--verbose", action="store_true",
+                   help="show transformers' and datasets' load reports and per-file progress bars")
     p.add_argument("--no-base-model-check", action="store_true",
                    help="accept an adapter whose recorded base model differs in name (same weights elsewhere)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -89,6 +91,13 @@ def _metrics(task: Any, given: str | None, names: Any) -> list[str] | None:
 def cli_evaluate(argv: list[str]) -> int:
     """``adamergex evaluate``: everything is validated before the model is loaded; nothing is written on error."""
     args = _parser().parse_args(argv)
+    from ._options import quiet_libraries
+
+    with quiet_libraries(args.verbose):
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from ..evaluation import (
         check_languages,
         check_options,

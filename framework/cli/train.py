@@ -10,11 +10,10 @@ A dataclass field and the docstring under it give the default, the YAML key and 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from ..errors import ConfigError
 from ..models import load_pretrained, objective_of
 from ..registry import ADAPTERS
 from ..task import get_task
-from ._options import add_options, config_values
+from ._options import add_options, config_values, quiet_libraries
 
 if TYPE_CHECKING:
     from ..training import TrainingConfig
@@ -98,34 +97,6 @@ class TrainCommand:
 _IMPLIED = ("data_files", "head", "stack_on", "devices", "progress_bar", "base_model_revision", "new_modules")
 
 
-@contextlib.contextmanager
-def _quiet_libraries(verbose: bool) -> Iterator[None]:
-    """Keep transformers' and datasets' notes off the console unless ``verbose``: load reports (a classifier the
-    checkpoint lacks is expected when a head is added; the command says so in one line), tied-weight notes about
-    heads the checkpoint lacks (refused or replaced by --head), and per-file progress bars. Errors still show."""
-    if verbose:
-        yield
-        return
-    import datasets
-    import transformers
-
-    t_level, d_level = transformers.logging.get_verbosity(), datasets.logging.get_verbosity()
-    t_bars, d_bars = transformers.utils.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
-    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    datasets.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        transformers.logging.set_verbosity(t_level)
-        datasets.logging.set_verbosity(d_level)
-        if t_bars:
-            transformers.utils.logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-        if d_bars:
-            datasets.enable_progress_bars()
-
-
 def _groups() -> list[type]:
     from ..training import _config
 
@@ -184,7 +155,7 @@ def cli_train(argv: list[str]) -> int:
         raise ConfigError(f"output {cfg.run.output} is a file; --output must name a directory to write the "
                           "adapter to")
     _check_output(cmd, cfg)
-    with _quiet_libraries(cfg.trainer.verbose):
+    with quiet_libraries(cfg.trainer.verbose):
         return _run(cmd, cfg)
 
 

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds between a running trial's heartbeats; a trial silent for twice as long belongs to "
                    "a dead worker and is failed (default: 60)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code to run")
+    p.add_argument("--verbose", action="store_true",
+                   help="show transformers' and datasets' load reports and per-file progress bars")
     return p
 
 
@@ -94,6 +96,13 @@ def _verdict(result: Any, metric: str) -> str:
 def cli_tune(argv: list[str]) -> int:
     """``adamergex tune``: tune a strategy on the validation split; writes best.json, the best merge and a plot."""
     args = _parser().parse_args(argv)
+    from ._options import quiet_libraries
+
+    with quiet_libraries(args.verbose):
+        return _tune(args)
+
+
+def _tune(args: argparse.Namespace) -> int:
     check_tuning_split(args.split, args.allow_test)
     if args.n_trials < 1:
         raise ConfigError(f"--n-trials must be at least 1, got {args.n_trials}")

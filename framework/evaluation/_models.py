@@ -15,12 +15,24 @@ from ._harness import MODEL_TYPES, ModelType
 __all__ = ["load_model"]
 
 
-def _model_type_for(adapter: AdapterState | Composition | None, model_type: str) -> ModelType:
+def _model_type_for(adapter: AdapterState | Composition | None, model_type: str, name: str = "",
+                    trust_remote_code: bool = False) -> ModelType:
+    """``auto``: the adapter's PEFT ``task_type`` (``SEQ_CLS`` → ``seq_cls``); without an adapter, the
+    checkpoint's own architecture (a saved ``*ForSequenceClassification`` is scored as one); else ``causal_lm``."""
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"model_type must be one of {list(MODEL_TYPES)}, got {model_type!r}")
     if model_type in ("causal_lm", "seq_cls"):
         return "causal_lm" if model_type == "causal_lm" else "seq_cls"
     state = adapter.adapters[adapter.head_from] if isinstance(adapter, Composition) else adapter
+    if state is None and name:
+        from transformers import AutoConfig
+
+        try:
+            architectures = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code).architectures
+        except (OSError, ValueError):
+            architectures = None  # load_pretrained reports an unloadable model with its own message
+        if any(str(a).endswith("ForSequenceClassification") for a in architectures or ()):
+            return "seq_cls"
     task_type = str((state.config.get("task_type") if state is not None else None) or "").upper()
     return "seq_cls" if task_type == "SEQ_CLS" else "causal_lm"
 
@@ -60,7 +72,7 @@ def load_model(
     from transformers import AutoTokenizer
 
 
-    kind = _model_type_for(adapter, model_type)
+    kind = _model_type_for(adapter, model_type, name_or_path, trust_remote_code)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype == "auto":

@@ -195,3 +195,21 @@ def test_tune_refuses_bad_groups_and_data_before_the_model_loads(
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_labels_that_do_not_fit_the_saved_classifier_are_one_line(setup: dict[str, Any], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    saved = tmp_path / "classifier"  # a checkpoint with its own 2-label classifier head
+    AutoModelForSequenceClassification.from_pretrained(setup["model"], num_labels=2).save_pretrained(saved)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (Path(setup["model"]) / name).exists():
+            (saved / name).write_bytes((Path(setup["model"]) / name).read_bytes())
+    capsys.readouterr()
+    code = main(["evaluate", "--model", str(saved), "--task", "text_classification", "--task-options",
+                 "labels=[a,b,c]", "languages=[en,fr]", "--languages", "en", "--data-files",
+                 f"en={setup['data']['en']}", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "has a classifier for 2 labels but task 'text_classification' declares 3" in err
