@@ -18,7 +18,10 @@ Shared studies (:mod:`adamergex._studies`):
   with one ``--seed`` draw different values, a rerun continues the study's sequence instead of repeating it, and
   the draw of trial *k* is reproducible given the study's history.
 - **Dead workers.** Storages run Optuna's heartbeat (``heartbeat_interval``; grace period twice that): a RUNNING
-  trial whose worker died is marked FAIL by the next worker's claim, and its budget is run again.
+  trial whose worker died is marked FAIL by the next worker's claim, and its budget is run again. A trial records
+  its first heartbeat right after it is created, under the claim lock; a worker killed in the milliseconds
+  between the two leaves a RUNNING trial without heartbeat, which Optuna never marks stale: later workers wait on
+  it (and log its number) until it is failed by hand (``optuna.Study.tell(number, state=FAIL)``).
 - **Settings.** A study records at creation the strategy, adapter type, adapters' SHA-256 and the caller's
   ``record`` (the CLI: task, languages, split, metric, limit, subsample seed, data fingerprint); continuing it
   with any of them different is refused, naming each difference (no mixing of splits or languages).
