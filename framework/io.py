@@ -52,6 +52,7 @@ __all__ = [
     "peft_config_dict",
     "read_json",
     "remove_stale_temporaries",
+    "staging_directory",
     "save_adapter",
     "state_from_peft_model",
     "write_json_atomic",
@@ -240,6 +241,15 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     return removed
 
 
+def staging_directory(target: str | os.PathLike[str]) -> Path:
+    """A new empty directory beside ``target``, named as this module's temporaries (host and PID), for work that
+    replaces ``target`` only once it has succeeded (``train --overwrite``); stale ones of dead processes are
+    removed first, so a run killed with SIGKILL leaves nothing behind after the next one."""
+    target = Path(target)
+    remove_stale_temporaries(target)
+    return Path(tempfile.mkdtemp(prefix=_tmp_prefix(target.name), dir=target.parent))
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     with _LIVE_LOCK:
         live = list(_LIVE)
@@ -291,9 +301,8 @@ def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool = False)
     if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
         raise OutputExistsError(f"output {target} already exists and is not empty; pass overwrite (--overwrite) to replace it")
     _make_parent(target)
-    remove_stale_temporaries(target)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target.name), dir=target.parent))
+        tmp = staging_directory(target)
     except OSError as exc:
         raise OutputWriteError(f"cannot write {target}: {exc.strerror or exc}") from exc
     with _tracked(tmp):

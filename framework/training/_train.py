@@ -199,7 +199,9 @@ def _train(
                                     "to replace it or resume (--resume) to continue its run")
         elif out.exists() and any(out.iterdir()):
             # overwrite: the new run is written beside the old one, which it replaces only once it has succeeded
-            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.train-", dir=out.parent))
+            from ..io import staging_directory
+
+            staging = staging_directory(out)
 
     pl.seed_everything(run.seed, workers=True, verbose=False)
     objective = ad.objective or objective_of(model)

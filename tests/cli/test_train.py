@@ -439,3 +439,25 @@ def test_the_console_shows_one_line_per_phase_and_a_step_bar(files: dict[str, Pa
     assert main([*argv, "--output", str(tmp_path / "b"), "--verbose"]) == 0
     err = capfd.readouterr().err
     assert "Loading weights" in err  # --verbose brings the libraries' notes back
+
+
+def test_a_staging_directory_left_by_a_killed_overwrite_is_removed_by_the_next_run(
+        files: dict[str, Path], tmp_path: Path) -> None:
+    """#12.9 for train: --overwrite trains into a staging directory named like every adamergex temporary (host
+    and PID), so one left by a process that died (SIGKILL) is removed at the next run into the same output."""
+    import subprocess
+    import sys
+
+    from adamergex.io import _HOST
+
+    out = tmp_path / "run"
+    common = ["--model", str(files["llama"]), "--task", "toy_lm", "--language", "en", "--data-files",
+              str(files["lm"]), "--output", str(out), "--max-steps", "2", "--batch-size", "4", "--max-length", "16",
+              "--adapter-options", "r=2"]
+    assert train(*common) == 0
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a PID that no longer runs
+    stale = tmp_path / f".run.tmp-{_HOST}-{dead.pid}-abc123"
+    (stale / "lightning").mkdir(parents=True)
+    assert train(*common, "--overwrite") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
