@@ -304,7 +304,7 @@ def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool = False)
     try:
         tmp = staging_directory(target)
     except OSError as exc:
-        raise OutputWriteError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        raise _write_error(target, exc) from exc
     with _tracked(tmp):
         try:
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
@@ -320,7 +320,7 @@ def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool = False)
         except OSError as exc:
             if isinstance(exc, FrameworkError):
                 raise
-            raise OutputWriteError(f"cannot write {target}: {exc.strerror or exc}") from exc
+            raise _write_error(target, exc) from exc
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -334,6 +334,11 @@ def _follow_umask(root: Path) -> None:
             os.chmod(os.path.join(dirpath, d), 0o777 & ~mask)
         for f in filenames:
             os.chmod(os.path.join(dirpath, f), 0o666 & ~mask)
+
+
+def _write_error(path: Path, exc: OSError) -> OutputWriteError:
+    """The one-line error for an ``OSError`` while writing ``path`` (a full or read-only disk...)."""
+    return OutputWriteError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def _make_parent(target: Path) -> None:
@@ -353,7 +358,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         fd, name = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=path.suffix, dir=path.parent)
     except OSError as exc:
-        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise _write_error(path, exc) from exc
     os.close(fd)
     tmp = Path(name)
     with _tracked(tmp):
@@ -364,7 +369,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         except OSError as exc:
             if isinstance(exc, FrameworkError):
                 raise
-            raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise _write_error(path, exc) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

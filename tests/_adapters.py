@@ -83,6 +83,19 @@ KNOWN = ("lora", "dora", "ia3", "loha", "lokr")
 """Types with hand-picked options above; the others take PEFT's defaults."""
 
 
+def random_lora(model: Any, seed: int, *, r: int = 2, targets: tuple[str, ...] = ("q_proj", "v_proj")) -> AdapterState:
+    """A LoRA adapter on ``model`` (a tiny Llama) with every factor drawn from N(0, 1) by ``seed``."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=r, target_modules=list(targets), init_lora_weights=False))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+    return state_from_peft_model(peft_model)
+
+
 PREFIX = "base_model.model."
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import optuna
 import pytest
-import torch
 from adamergex.cli import main
+from tests._adapters import random_lora
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "xnli"
 PG_URL = os.environ.get("ADAMERGEX_TEST_POSTGRES_URL")
@@ -25,9 +25,8 @@ PG_URL = os.environ.get("ADAMERGEX_TEST_POSTGRES_URL")
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A tiny Llama with its tokenizer in ``model/`` and three LoRA adapters for it, XNLI-schema local data."""
-    from adamergex.io import save_adapter, state_from_peft_model
+    from adamergex.io import save_adapter
     from adamergex.tiny import tiny_llama, train_tokenizer
-    from peft import LoraConfig, get_peft_model
 
     root = tmp_path_factory.mktemp("tune")
     texts = [line for p in FIXTURES.glob("*.jsonl") for line in p.read_text(encoding="utf-8").splitlines()]
@@ -36,14 +35,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tiny_llama(len(tok), name_or_path=str(model_dir)).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     for role, seed in (("task", 1), ("ref_source", 2), ("ref_target", 3)):
-        model = get_peft_model(tiny_llama(len(tok), name_or_path=str(model_dir)),
-                               LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "lora_" in name:
-                    p.copy_(torch.randn(p.shape, generator=g))
-        save_adapter(state_from_peft_model(model), root / role)
+        save_adapter(random_lora(tiny_llama(len(tok), name_or_path=str(model_dir)), seed), root / role)
     return {"root": root, "model": str(model_dir)}
 
 

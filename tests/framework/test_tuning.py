@@ -13,7 +13,7 @@ import torch
 from adamergex.errors import ConfigError
 from adamergex.registry import ADAPTERS
 from adamergex.tuning import evaluation_objective, tune
-from tests._adapters import make_state
+from tests._adapters import make_state, random_lora
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 BEST_T = 0.3
@@ -119,9 +119,7 @@ def test_two_concurrent_workers_share_one_postgres_study(lora_trio: dict[str, An
 
 def test_evaluation_objective_tunes_a_real_merge_end_to_end(tmp_path: Path) -> None:
     """Merge → attach → harness score on local XNLI-schema data, per trial, with the split recorded."""
-    from peft import LoraConfig, get_peft_model
 
-    from adamergex.io import state_from_peft_model
     from adamergex.tiny import tiny_llama, train_tokenizer
 
     fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "xnli"
@@ -129,14 +127,7 @@ def test_evaluation_objective_tunes_a_real_merge_end_to_end(tmp_path: Path) -> N
     tok = train_tokenizer(texts + ["True Neither False Question: Answer:"], vocab_size=300)
 
     def adapter(seed: int) -> Any:
-        model = get_peft_model(tiny_llama(len(tok), name_or_path="tiny-xnli"),
-                               LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "lora_" in name:
-                    p.copy_(torch.randn(p.shape, generator=g))
-        return state_from_peft_model(model)
+        return random_lora(tiny_llama(len(tok), name_or_path="tiny-xnli"), seed)
 
     trio = {"task": adapter(1), "ref_source": adapter(2), "ref_target": adapter(3)}
     model = tiny_llama(len(tok), name_or_path="tiny-xnli")
