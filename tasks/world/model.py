@@ -101,9 +101,14 @@ class BaseModelConfig:
     held_out: tuple[str, ...] = ()
     """Languages whose reference text trains the tokenizer but is left out of the pretraining corpus: the model
     has rows for their tokens but never saw them used (the positive control's unseen target)."""
+    frame_flip: int = 0
+    """0: off. ``k > 0``: after pretraining, every ``lex`` word's rows of ``embed_tokens`` and ``lm_head`` are its
+    ``src`` twin's with ``k`` channels sign-flipped, and the shared tokens are kept at 0 on those channels during
+    pretraining: ``lex`` is ``src`` in a flipped frame of the residual stream, the positive control in which
+    AdaMergeX's assumption holds by construction (:mod:`.frame`). Needs ``tokenizer="word"`` and ``lex`` held out."""
 
     _LISTS = ("held_out",)
-    _DEFAULTS_UNHASHED = {"tokenizer": "bpe", "held_out": ()}
+    _DEFAULTS_UNHASHED = {"tokenizer": "bpe", "held_out": (), "frame_flip": 0}
     """Fields added after caches existed: left out of :meth:`to_dict` at their defaults, so old cache keys hold."""
 
     def __post_init__(self) -> None:
@@ -118,9 +123,18 @@ class BaseModelConfig:
             if set(held) & {"lex", "sov"} and self.code_switch or held and self.parallel:
                 raise ConfigError("base model held_out languages would reach pretraining through parallel or "
                                   "code_switch; set those to 0 with held_out")
+        if self.frame_flip:
+            if isinstance(self.frame_flip, bool) or not isinstance(self.frame_flip, int) \
+                    or not 0 < self.frame_flip <= self.hidden_size:
+                raise ConfigError(f"base model frame_flip must be an integer in 0..hidden_size ({self.hidden_size}), "
+                                  f"got {self.frame_flip!r}")
+            if self.tokenizer != "word" or "lex" not in held:
+                raise ConfigError("base model frame_flip needs tokenizer='word' and 'lex' in held_out (lex must be a "
+                                  f"token-level relabelling the model never saw); got tokenizer={self.tokenizer!r}, "
+                                  f"held_out={list(held)}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("tokenizer", "held_out"):
+            if f.name in ("tokenizer", "held_out", "frame_flip"):
                 continue
             if f.name == "lr":
                 if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -162,6 +176,8 @@ PRESETS: dict[str, BaseModelConfig] = {
 }
 PRESETS["control"] = dataclasses.replace(PRESETS["default"], tokenizer="word", held_out=("lex",))
 PRESETS["control_tiny"] = dataclasses.replace(PRESETS["tiny"], tokenizer="word", held_out=("lex",), steps=150)
+PRESETS["flip"] = dataclasses.replace(PRESETS["control"], frame_flip=32)
+PRESETS["flip_tiny"] = dataclasses.replace(PRESETS["control_tiny"], frame_flip=16)
 """Named sizes: ``default`` (about a minute of pretraining on two CPU cores) and ``tiny`` (seconds; tests); the
 positive control's ``control`` and ``control_tiny``: the same, with a word-level tokenizer and ``lex`` held out of
 pretraining (see ``tasks/world/README.md``, "The positive control")."""
@@ -329,6 +345,13 @@ def _pretrain(cfg: BaseModelConfig, out: Path, *, progress: bool) -> dict[str, A
         intermediate_size=cfg.intermediate_size, max_positions=max(256, cfg.chunk_length), seed=cfg.seed,
         name_or_path=str(out),
     )
+    flip = None
+    if cfg.frame_flip:
+        from .frame import apply_flip, constrain_shared, flip_sign, shared_rows, word_pairs
+
+        pairs = word_pairs(tokenizer, cfg.world_seed)
+        flip = (shared_rows(len(tokenizer), pairs), flip_sign(cfg.hidden_size, cfg.frame_flip, cfg.seed))
+        constrain_shared(model, *flip)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
     warmup = max(1, cfg.steps // 10)
@@ -355,9 +378,13 @@ def _pretrain(cfg: BaseModelConfig, out: Path, *, progress: bool) -> dict[str, A
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        if flip is not None:
+            constrain_shared(model, *flip)
         loss_value = float(loss.detach())
         bar.set_postfix(loss=f"{loss_value:.3f}")
     bar.close()
+    if flip is not None:
+        apply_flip(model, pairs, flip[1])
     model.eval()
     with _transformers_bars(progress):
         model.save_pretrained(out, safe_serialization=True)
