@@ -158,6 +158,9 @@ class AdapterTrainingModule(pl.LightningModule):
         self.head_lr, self.base_dropout, self.adapter_name = head_lr, base_dropout, adapter_name
         self.run_record = dict(run_record or {})
         self.initial_validation: dict[str, float] = {}
+        self.validation_curve: list[dict[str, float]] = []
+        """``{"step", "loss"}`` per validation run (the one before the first step included): the held-out curve that
+        shows whether a budget converged, recorded under ``training.validation.curve``."""
         self.strict_loading = False  # checkpoints hold the trainable tensors only (see on_save_checkpoint)
         self._fused: bool | None = None
         self._chunk_fn: Callable[..., Any] = _ce_chunk
@@ -311,6 +314,7 @@ class AdapterTrainingModule(pl.LightningModule):
         self._val = []
         total = self.trainer.strategy.reduce(total, reduce_op="sum") if self.trainer.world_size > 1 else total
         loss = total[0] / total[1].clamp_min(1)
+        self.validation_curve.append({"step": int(self.trainer.global_step), "loss": float(loss)})
         self.log("val/loss", loss, prog_bar=True)
         if self.objective == "sequence_classification":
             self.log("val/accuracy", total[2] / total[1].clamp_min(1), prog_bar=True)
@@ -324,7 +328,8 @@ class AdapterTrainingModule(pl.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["adamergex"] = {"rng": _rng_states(), "loss_history": [float(t) for t in self.loss_history],
                                    "run": json.dumps(self.run_record, sort_keys=True),
-                                   "initial_validation": dict(self.initial_validation)}
+                                   "initial_validation": dict(self.initial_validation),
+                                   "validation_curve": list(self.validation_curve)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("adamergex", {})
@@ -332,6 +337,7 @@ class AdapterTrainingModule(pl.LightningModule):
             _set_rng_states(extra["rng"])
         self.loss_history = [torch.tensor(v) for v in extra.get("loss_history", [])]
         self.initial_validation = {k: float(v) for k, v in extra.get("initial_validation", {}).items()}
+        self.validation_curve = [dict(p) for p in extra.get("validation_curve", [])]
 
     # -- optimiser --------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

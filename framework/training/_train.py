@@ -308,7 +308,9 @@ def _train(
                              "validation": {**{k: float(v) for k, v in trainer.callback_metrics.items()
                                                if k.startswith("val/")},
                                             **({"initial": module.initial_validation}
-                                               if module.initial_validation else {})}},
+                                               if module.initial_validation else {}),
+                                            **({"curve": module.validation_curve}
+                                               if module.validation_curve else {})}},
                 "head": head_info,
                 "stack_on": [{"kind": s.kind, "language": s.language, "task": s.task, "sha256": s.fingerprint()}
                              for s in stacked],

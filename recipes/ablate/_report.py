@@ -177,13 +177,14 @@ def _tables(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def reference_flags(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Reference adapters (one entry per adapter cache key) whose held-out loss did not fall, or was not
-    measured (``fell`` ``None``), from the rows' ``reference_checks``; sorted by adapter."""
+    """Reference adapters (one entry per adapter cache key) whose held-out loss did not fall, was not measured
+    (``fell`` ``None``) or was still falling at the end (``converged`` ``False``), from the rows'
+    ``reference_checks``; sorted by adapter."""
     seen: dict[str, dict[str, Any]] = {}
     for r in rows:
         for role, check in (r.get("reference_checks") or {}).items():
             key = (r.get("adapters") or {}).get(role, "")
-            if check.get("fell") is not True and key not in seen:
+            if (check.get("fell") is not True or check.get("converged") is False) and key not in seen:
                 language = r["target"] if role == "ref_target" and not r.get("control") else None
                 seen[key] = {"adapter": key, "adapter_type": r["adapter_type"], "seed": r["seed"], "role": role,
                              "language": language, **check}
@@ -226,12 +227,15 @@ def _markdown(t: Mapping[str, Any], metric: str, stamp: str, name: str) -> str:
         lines.append("Every reference adapter's held-out loss fell during training.")
     else:
         lines += ["**Flagged**: reference adapters whose held-out loss did not fall (or was not measured: train "
-                  "them with `val_split` and `val_at_start`); their language vector is not evidence.", "",
-                  "| adapter type | seed | role | held-out loss before | after | adapter |", "|---|---:|---|---:|---:|---|"]
+                  "them with `val_split` and `val_at_start`), or was still falling in its last validation interval "
+                  "(`val_every`: a budget too short to converge); their language vector is weak evidence.", "",
+                  "| adapter type | seed | role | held-out loss before | after | converged | adapter |",
+                  "|---|---:|---|---:|---:|---|---|"]
         fmt = lambda x: "not measured" if x is None else f"{x:.4f}"  # noqa: E731
         for f in flags:
+            converged = {True: "yes", False: "no"}.get(f.get("converged"), "not measured")
             lines.append(f"| {f['adapter_type']} | {f['seed']} | {f['role']} | {fmt(f['val_loss_start'])} | "
-                         f"{fmt(f['val_loss_end'])} | {f['adapter'][:12]} |")
+                         f"{fmt(f['val_loss_end'])} | {converged} | {f['adapter'][:12]} |")
     return "\n".join(lines) + "\n"
 
 

@@ -101,13 +101,21 @@ def test_tiny_grid_with_controls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_reference_check_and_flags() -> None:
-    def state(start: float | None, end: float | None) -> AdapterState:
+    def state(start: float | None, end: float | None, curve: list[float] | None = None) -> AdapterState:
         training: dict[str, Any] = {"validation": {} if end is None else {"val/loss": end}}
         if start is not None:
             training["validation"]["initial"] = {"val/loss": start}
+        if curve:
+            training["validation"]["curve"] = [{"step": 10 * i, "loss": v} for i, v in enumerate(curve)]
         return AdapterState("lora", "m", {}, {}, metadata={"training": training})
 
-    assert reference_check(state(2.0, 1.5)) == {"val_loss_start": 2.0, "val_loss_end": 1.5, "fell": True}
+    assert reference_check(state(2.0, 1.5)) == {"val_loss_start": 2.0, "val_loss_end": 1.5, "fell": True,
+                                                "converged": None, "curve": []}
+    # converged: the last interval moved the loss by <= 10% of its whole fall (0.05 of 1.0 here; 0.3 is not)
+    assert reference_check(state(2.0, 1.0, [2.0, 1.2, 1.05, 1.0]))["converged"] is True
+    assert reference_check(state(2.0, 1.0, [2.0, 1.6, 1.3, 1.0]))["converged"] is False
+    assert reference_check(state(2.0, 1.0, [2.0, 1.6, 1.3, 1.0]))["curve"][-1] == {"step": 30, "loss": 1.0}
+    assert reference_check(state(1.0, 1.2, [1.0, 1.1, 1.2]))["converged"] is None
     assert reference_check(state(1.5, 1.5))["fell"] is False
     assert reference_check(state(None, 1.5))["fell"] is None
     row = lambda key, fell: {"adapter_type": "lora", "seed": 0, "target": "lex", "adapters": {"ref_target": key},  # noqa: E731
@@ -115,6 +123,9 @@ def test_reference_check_and_flags() -> None:
                                                                  "fell": fell}}}
     flags = reference_flags([row("a", True), row("b", False), row("b", False), row("c", None)])
     assert [f["adapter"] for f in flags] == ["b", "c"] and flags[0]["language"] == "lex"
+    still_falling = row("d", True)
+    still_falling["reference_checks"]["ref_target"]["converged"] = False
+    assert [f["adapter"] for f in reference_flags([row("a", True), still_falling])] == ["d"]
 
 
 # -- padding to one module set ---------------------------------------------------------------------------------------
