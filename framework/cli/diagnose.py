@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", action="append", default=[], metavar="ROLE:TASK:LANG[:SEED]=DIR",
                    help="an adapter directory and what it was trained on (repeat; see below)")
     p.add_argument("--manifest", help="YAML or JSON file listing the adapters (see below)")
+    p.add_argument("--run", metavar="RUN_DIR", help="the adapters of an `adamergex ablate` run (its rows without a "
+                                                    "negative control), read from the adapter cache; needs --adapter-type")
+    p.add_argument("--adapter-type", help="with --run: the adapter type to diagnose (lora, ia3, ...)")
+    p.add_argument("--cache", help="with --run: the run's adapter cache (default: as `adamergex ablate`)")
     p.add_argument("--source-language", required=True, help="the language divergences start from (T_l − T_src)")
     p.add_argument("--by", choices=("layer", "module"), default="layer",
                    help="group modules by layer index (default) or report every module")
@@ -112,8 +116,17 @@ def cli_diagnose(argv: list[str]) -> int:
     entries = [parse_adapter(item) for item in args.adapter]
     if args.manifest:
         entries += read_manifest(args.manifest)
+    if args.run:
+        if not args.adapter_type:
+            raise ConfigError("--run needs --adapter-type: a run's adapters of different types are not comparable")
+        from adamergex.recipes.ablate import AdapterCache, default_cache_dir, run_adapters
+
+        entries += run_adapters(args.run, AdapterCache(args.cache or default_cache_dir()), args.adapter_type)
+    elif args.adapter_type or args.cache:
+        raise ConfigError("--adapter-type and --cache go with --run")
     if not entries:
-        raise ConfigError("diagnose needs adapters: give --adapter ROLE:TASK:LANG[:SEED]=DIR (repeated) or --manifest")
+        raise ConfigError("diagnose needs adapters: give --adapter ROLE:TASK:LANG[:SEED]=DIR (repeated), --manifest "
+                          "or --run")
     existing = [str(Path(args.output) / f) for f in FILES if (Path(args.output) / f).exists()]
     if existing and not args.overwrite:
         raise OutputExistsError(f"output {', '.join(existing)} already exists; pass --overwrite to replace it")

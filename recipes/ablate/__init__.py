@@ -13,6 +13,7 @@ report RUN_DIR`` writes ``report/`` from them.
 
 from __future__ import annotations
 
+from ._adapters import run_adapters
 from ._cache import AdapterCache, default_cache_dir, key_of
 from ._config import AblationConfig, apply_overrides, config_hash, load_config, parse_config
 from ._distributed import run_worker, study_name_for
@@ -40,6 +41,7 @@ __all__ = [
     "parse_config",
     "plan",
     "read_rows",
+    "run_adapters",
     "run_local",
     "run_worker",
     "study_name_for",

@@ -303,3 +303,27 @@ def test_every_shipped_config_parses_and_names_only_registered_names(
     assert all(s.name in STRATEGIES for s in cfg.strategies)
     assert cfg.task.name in TASKS and cfg.reference.name in TASKS
     assert cells(cfg)
+
+
+def test_diagnose_reads_a_runs_adapters_from_the_cache(world_env: dict[str, Any], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from adamergex.recipes.ablate import run_adapters
+
+    entries = run_adapters(world_env["root"] / "run", world_env["cache"], "lora")
+    assert sorted((e["role"], e["task"], e["language"]) for e in entries) == [
+        ("reference", "world_reference", "lex"), ("reference", "world_reference", "src"),
+        ("task", "world_nli", "lex"), ("task", "world_nli", "src")]
+    assert all(Path(e["path"], "adapter_config.json").is_file() for e in entries)
+    out = tmp_path / "diag"
+    assert main(["diagnose", "--run", str(world_env["root"] / "run"), "--adapter-type", "lora", "--cache",
+                 str(world_env["cache"].root), "--source-language", "src", "--output", str(out)]) == 0
+    record = json.loads((out / "diagnose.json").read_text())
+    assert record["components"]  # the signal (task vs reference) of lex was computed from those four adapters
+    assert "signal" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="has no finished row of adapter type 'ia3'"):
+        run_adapters(world_env["root"] / "run", world_env["cache"], "ia3")
+    with pytest.raises(ConfigError, match="which the cache .* does not hold"):
+        run_adapters(world_env["root"] / "run", AdapterCache(tmp_path / "empty"), "lora")
+    assert main(["diagnose", "--run", str(world_env["root"] / "run"), "--source-language", "src",
+                 "--output", str(out)]) == 2
+    assert "--run needs --adapter-type" in capsys.readouterr().err
