@@ -61,7 +61,8 @@ class Recipe:
     task_steps: int
     """Optimiser steps of each task adapter (source and target)."""
     ref_steps: int
-    """Optimiser steps of each reference (causal LM) adapter."""
+    """Optimiser steps of each reference (causal LM) adapter (default size: 200, where the held-out curve has
+    converged; tasks/world/README.md, "Reference budget")."""
     batch_size: int = 16
     """Task examples per step."""
     ref_batch_size: int = 8
@@ -95,7 +96,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "default": Recipe(task_steps=160, ref_steps=20, ref_batch_size=4, group_by_length=4,
+    "default": Recipe(task_steps=160, ref_steps=200, ref_batch_size=4, group_by_length=4,
                       lr=_per_type(6e-3, 1.5), ref_lr=_per_type(6e-3, 0.2),
                       reference_options={"chunk_length": 64}),
     "tiny": Recipe(
@@ -261,7 +262,8 @@ def _train_job(kind: str, seed: int, role: str) -> tuple[bytes, float]:
             batch_size=recipe.ref_batch_size if is_ref else recipe.batch_size, seed=seed, scheduler="linear",
             group_by_length=0 if is_ref else recipe.group_by_length,
             warmup_steps=max(1, steps // 20), on_stall="warn" if is_ref else "retry",
-            **({"val_split": "validation", "val_limit": recipe.ref_val_limit, "val_at_start": True}
+            **({"val_split": "validation", "val_limit": recipe.ref_val_limit, "val_at_start": True,
+                "val_every": max(1, steps // 4)}
                if is_ref and recipe.ref_val_limit is not None else {}),
         )
     return state.to_bytes(), time.perf_counter() - started
