@@ -8,7 +8,7 @@ Layout, a plain directory a user can move, inspect and prune::
 
 ``key = SHA-256(canonical JSON of the inputs)``: base model (its files' SHA-256, or Hub id and revision, and the
 dtype), adapter type and options, task and task options, language, data files' SHA-256, seed, training recipe,
-the shared head's key, and the versions of torch, transformers and peft (they change numerics).
+the shared head's key, and the versions of adamergex, torch, transformers and peft (they change numerics).
 
 Safety: an entry is written into a temporary sibling directory and renamed into place, so it is complete or
 absent (a SIGKILL leaves at most a ``.tmp-*`` directory, which :meth:`AdapterCache.get_or_train` ignores and

@@ -102,6 +102,11 @@ def adapter_jobs(cfg: AblationConfig, grid: list[Cell]) -> list[AdapterJob]:
     return sorted(jobs, key=lambda j: (j.role != "task", j.adapter, j.seed, j.language))
 
 
+KEY_PACKAGES = ("adamergex", "torch", "transformers", "peft")
+"""Packages whose versions are part of every cache key: they change what training computes (adamergex: its
+training loop, losses, data encoding and task rendering)."""
+
+
 def head_inputs(cfg: AblationConfig, base: dict[str, Any]) -> dict[str, Any] | None:
     """Cache-key inputs of the shared reference head (``None`` without one)."""
     if cfg.head is None:
@@ -110,7 +115,7 @@ def head_inputs(cfg: AblationConfig, base: dict[str, Any]) -> dict[str, Any] | N
 
     return {"what": "head", "base_model": base, "task": _task_inputs(cfg.reference, cfg.head_languages),
             "languages": list(cfg.head_languages), "seed": 0, "recipe": dataclasses.asdict(cfg.head.train),
-            "versions": package_versions("torch", "transformers", "peft")}
+            "versions": package_versions(*KEY_PACKAGES)}
 
 
 def job_inputs(cfg: AblationConfig, job: AdapterJob, base: dict[str, Any], head_key: str | None) -> dict[str, Any]:
@@ -130,7 +135,7 @@ def job_inputs(cfg: AblationConfig, job: AdapterJob, base: dict[str, Any], head_
         "task": _task_inputs(task, [job.language]), "language": job.language, "seed": job.seed,
         "recipe": recipe_inputs,
         "head": head_key if job.role == "reference" else None,
-        "versions": package_versions("torch", "transformers", "peft"),
+        "versions": package_versions(*KEY_PACKAGES),
     }
 
 

@@ -327,3 +327,19 @@ def test_diagnose_reads_a_runs_adapters_from_the_cache(world_env: dict[str, Any]
     assert main(["diagnose", "--run", str(world_env["root"] / "run"), "--source-language", "src",
                  "--output", str(out)]) == 2
     assert "--run needs --adapter-type" in capsys.readouterr().err
+
+
+def test_the_cache_key_holds_the_adamergex_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    import adamergex
+    from adamergex.recipes.ablate import adapter_jobs, key_of
+    from adamergex.recipes.ablate import _grid
+    from adamergex.versions import package_versions
+
+    cfg = parse_config(_raw(TINY))
+    job = adapter_jobs(cfg, cells(cfg))[0]
+    inputs = _grid.job_inputs(cfg, job, {"files": {}}, None)
+    assert inputs["versions"]["adamergex"] == adamergex.__version__
+    real = package_versions
+    monkeypatch.setattr("adamergex.versions.package_versions",
+                        lambda *names: {**real(*names), "adamergex": "999.0"})
+    assert key_of(_grid.job_inputs(cfg, job, {"files": {}}, None)) != key_of(inputs)
