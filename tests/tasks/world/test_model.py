@@ -95,7 +95,7 @@ def test_a_cache_from_another_config_is_refused(cache: Path) -> None:
 
 
 def test_bad_sizes_and_options_are_refused() -> None:
-    with pytest.raises(UnknownNameError, match="available: control, control_tiny, default, tiny"):
+    with pytest.raises(UnknownNameError, match="available: control, control_tiny, default, flip, flip_tiny, tiny"):
         get_config("huge")
     with pytest.raises(ConfigError, match="hidden_size must be divisible by heads"):
         BaseModelConfig(hidden_size=30, heads=4)
