@@ -106,7 +106,10 @@ def open_storage(url: str, *, heartbeat_interval: int = 60, grace_period: int | 
     except sqlalchemy.exc.ArgumentError:
         raise ConfigError(f"--storage must be {_STORAGE_HELP}; got {shown!r}") from None
     try:
-        with warnings.catch_warnings():
+        # Optuna creates its tables on first open; two workers opening a fresh PostgreSQL database at once race in
+        # that DDL (one fails on pg_type's unique index), so opening is serialised by the same kind of lock
+        # claims use.
+        with claim_lock(url, "(schema)") as lock, lock(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat options are "experimental" in Optuna
             return RDBStorage(url, heartbeat_interval=heartbeat_interval,
                               grace_period=grace_period or 2 * heartbeat_interval)

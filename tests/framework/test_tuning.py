@@ -136,3 +136,42 @@ def test_evaluation_objective_tunes_a_real_merge_end_to_end(tmp_path: Path) -> N
     assert 0.0 <= result.best_value <= 1.0 and result.n_trials == 2
     assert result.record["split"] == "validation"
     assert not hasattr(model, "peft_config")  # the harness detached the adapter after each trial
+
+
+_OPEN = """
+import sys, time
+from adamergex._studies import open_storage
+while time.time() < float(sys.argv[2]):
+    pass
+open_storage(sys.argv[1])
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get("ADAMERGEX_TEST_POSTGRES_URL"), reason="ADAMERGEX_TEST_POSTGRES_URL not set")
+def test_two_workers_opening_a_fresh_database_at_once_both_succeed() -> None:
+    # Optuna's first open creates the tables; unserialised, one of two simultaneous workers failed with
+    # "duplicate key value violates unique constraint pg_type_typname_nsp_index" (reproduced 4 times in 4).
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    import sqlalchemy
+
+    base = os.environ["ADAMERGEX_TEST_POSTGRES_URL"]
+    schema = f"fresh_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    try:
+        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+        start = str(time.time() + 3)
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN, url, start], stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], [e[-500:] for e in errors]
+    finally:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
