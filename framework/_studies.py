@@ -77,7 +77,8 @@ def _scrub(message: str, url: str) -> str:
     return message.replace(url, str(redact_url(url)))
 
 
-def open_storage(url: str, *, heartbeat_interval: int = 60, grace_period: int | None = None) -> RDBStorage:
+def open_storage(url: str, *, heartbeat_interval: int = 60, grace_period: int | None = None,
+                 engine_kwargs: dict[str, Any] | None = None) -> RDBStorage:
     """Open (creating its tables) the Optuna RDB storage at ``url``, with heartbeats on.
 
     Args:
@@ -85,6 +86,7 @@ def open_storage(url: str, *, heartbeat_interval: int = 60, grace_period: int | 
         heartbeat_interval: Seconds between a running trial's heartbeats.
         grace_period: Seconds without a heartbeat after which a RUNNING trial counts as dead
             (default ``2 * heartbeat_interval``).
+        engine_kwargs: Passed to SQLAlchemy's ``create_engine`` through Optuna (e.g. ``pool_pre_ping``).
 
     Raises:
         ConfigError: a URL that does not parse, names an unknown or uninstalled driver, or cannot be reached;
@@ -112,7 +114,7 @@ def open_storage(url: str, *, heartbeat_interval: int = 60, grace_period: int | 
         with claim_lock(url, "(schema)") as lock, lock(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat options are "experimental" in Optuna
             return RDBStorage(url, heartbeat_interval=heartbeat_interval,
-                              grace_period=grace_period or 2 * heartbeat_interval)
+                              grace_period=grace_period or 2 * heartbeat_interval, engine_kwargs=engine_kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError, ValueError) as exc:
         first = _scrub(str(getattr(exc, "orig", None) or exc), url).strip().splitlines()
         raise ConfigError(f"cannot open --storage {shown!r}: {first[0] if first else type(exc).__name__}") from None

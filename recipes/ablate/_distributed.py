@@ -43,10 +43,11 @@ def study_name_for(raw: Mapping[str, Any]) -> str:
 
 
 def _storage(url: str, heartbeat: int, grace: int) -> Any:
-    import optuna
+    """The grid's storage, opened as the tuner opens its own (serialised table creation, one-line errors)."""
+    from adamergex._studies import open_storage
 
-    return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
-                                      engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None)
+    return open_storage(url, heartbeat_interval=heartbeat, grace_period=grace,
+                        engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None)
 
 
 def _beat(storage: Any, trial_id: int, stop: threading.Event, every: float) -> None:
