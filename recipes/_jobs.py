@@ -1,4 +1,6 @@
-"""A pool of worker processes for the demo's independent jobs (adapter trainings; merges and evaluations).
+"""A pool of worker processes for independent jobs (adapter trainings; merges and evaluations) on one machine.
+
+Used by :func:`adamergex.recipes.ablate.run_pool` (and so by ``adamergex demo``).
 
 The world's models are so small that one training step is dominated by per-operation overhead, which a second
 intra-op thread does not shorten; a second *process* does. :func:`job_pool` therefore runs jobs in ``workers``
@@ -7,8 +9,8 @@ processes with ``threads`` torch threads each, or inline (``workers=1``, the sam
 Workers read their inputs (base model, tokenizer, tasks) from a *context* that is built once: on Linux the pool
 forks after the parent has built it (copy-on-write, nothing reloaded, as PyTorch's own ``DataLoader`` workers
 do); where ``fork`` is unavailable or unsafe (macOS, Windows) each spawned worker builds it again from
-``build(*args)``. Jobs are module-level functions that read :func:`context` and return plain data (adapters as
-:meth:`AdapterState.to_bytes`), so results are the same whichever way they ran.
+``build(*args)``. Jobs are module-level functions that read :func:`context` and return plain data (adapters
+travel through the adapter cache, not the pipes), so results are the same whichever way they ran.
 """
 
 from __future__ import annotations

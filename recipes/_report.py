@@ -1,4 +1,4 @@
-"""Summaries, tables and the bar chart of ``adamergex demo`` (pure functions of its per-seed scores)."""
+"""Summaries, tables and the bar chart of ``adamergex demo`` (pure functions of its per-seed scores and rows)."""
 
 from __future__ import annotations
 
@@ -12,28 +12,28 @@ from typing import Any
 __all__ = ["markdown", "summarise", "write"]
 
 
-def _stats(values: Sequence[float]) -> dict[str, float]:
-    n = len(values)
-    mean = math.fsum(values) / n
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": n}
-
-
 def summarise(
-    per_seed: Mapping[str, Mapping[str, Sequence[float]]], *, baseline: str | None, upper: str
+    per_seed: Mapping[str, Mapping[str, Sequence[float]]], rows: Sequence[Mapping[str, Any]], *, target: str
 ) -> dict[str, Any]:
-    """Per adapter type and row: mean, sample standard deviation, min, max over seeds, and the share of the gap
-    ``upper − baseline`` that the row closes, ``(row − baseline) / (upper − baseline)`` on the means (``None``
-    when there is no baseline or the gap is not positive)."""
+    """Per adapter type and row of ``per_seed`` (the rows scored on every seed): mean, sample standard deviation
+    and ``n`` over seeds, recomputed from the run's ``rows`` by the ablation report
+    (:func:`adamergex.recipes.ablate._report.summarise`), min and max, and the share of the gap
+    ``upper_bound − source_only`` that the row closes, ``(row − source_only) / (upper_bound − source_only)`` on
+    the means (``None`` without a source_only row or when the gap is not positive)."""
+    from .ablate._report import SOURCE, UPPER, gap_closed
+    from .ablate._report import summarise as summarise_rows
+
+    stats = summarise_rows([r for r in rows if r.get("status") == "ok" and r["target"] == target
+                            and r["label"] in per_seed.get(r["adapter_type"], {})])
     out: dict[str, Any] = {}
-    for kind, rows in per_seed.items():
-        stats = {row: _stats(values) for row, values in rows.items()}
-        gap = None
-        if baseline is not None and baseline in stats:
-            gap = stats[upper]["mean"] - stats[baseline]["mean"]
-        for row, s in stats.items():
-            s["gap_closed"] = (s["mean"] - stats[baseline]["mean"]) / gap if gap and gap > 0 else None  # type: ignore[index]
-        out[kind] = {"rows": stats, "baseline": baseline, "upper": upper, "gap": gap}
+    for kind, values in per_seed.items():
+        baseline = SOURCE if SOURCE in values else None
+        table: dict[str, dict[str, Any]] = {}
+        for row, v in values.items():
+            closed = gap_closed(stats, row, kind, target) if baseline else None
+            table[row] = {**stats[(row, kind, target)], "min": min(v), "max": max(v), "gap_closed": closed}
+        gap = table[UPPER]["mean"] - table[SOURCE]["mean"] if baseline and UPPER in table else None
+        out[kind] = {"rows": table, "baseline": baseline, "upper": UPPER, "gap": gap}
     return out
 
 

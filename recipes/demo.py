@@ -1,48 +1,52 @@
 """``adamergex demo``: the whole AdaMergeX pipeline on the synthetic world, on a CPU, with no download.
 
-For each adapter type (LoRA, (IA)³) and each seed, :func:`run_demo` trains with the project's Lightning training
-(:func:`adamergex.training.train_adapter`) the task adapter in the source language, the reference adapters
+A thin recipe over the ablation runner (:mod:`adamergex.recipes.ablate`): :func:`ablation_config` turns the options
+and the :data:`RECIPES` entry of the base model size into an :class:`~adamergex.recipes.ablate.AblationConfig`
+(``benchmarks/ablations/world.yaml`` with one target and every registered strategy at its defaults), and
+:func:`run_demo` runs its grid with :func:`~adamergex.recipes.ablate.run_pool` on ``--workers`` processes. For
+each adapter type and seed that trains the task adapter in the source language, the reference adapters
 (``world_reference``, causal LM) in the source and the target language, and the task adapter in the target
-language (the upper bound that AdaMergeX's zero-shot setting lacks). It then applies every strategy registered
-in ``STRATEGIES`` to the adapters by role, scores each result with the evaluation harness
-(:func:`adamergex.evaluation.evaluate`) on the target language's ``test`` split, and writes ``results.json``,
-``results.md`` and ``results.png`` to the output directory, printing the table as well.
+language (the upper bound that AdaMergeX's zero-shot setting lacks), each once into the adapter cache that
+``adamergex ablate`` uses (a rerun trains nothing); then it applies every strategy registered in ``STRATEGIES``
+to the adapters by role and scores each result (and the upper bound) on the target language's ``test`` split, one
+row per cell in ``OUTPUT/run/results.jsonl``. ``results.json``, ``results.md`` and ``results.png`` are built from
+those rows, and the table is printed.
 
-The recipe (steps, learning rates, adapter options, task settings) depends on the base model size: see
-:data:`RECIPES`. The base model comes from :func:`adamergex.tasks.world.model.load_base_model` (cached).
-
-Every adapter is one job, and each (adapter type, seed) gets one more job that merges and scores once its four
-adapters exist. The jobs run on ``--workers`` processes (:mod:`._jobs`), are seeded, and give the same results
-with one worker or many. ``results.json`` records ``seconds``: ``base_model`` (load or build), ``training`` and
-``merging_and_evaluation`` (summed over the workers), ``jobs_wall`` (the wall time of all jobs) and ``total``;
-each adapter's own training seconds are under ``training``.
+The base model comes from :func:`adamergex.tasks.world.model.load_base_model` (cached). ``results.json`` records
+``seconds``: ``base_model`` (load or build), ``training`` and ``merging_and_evaluation`` (summed over the workers),
+``jobs_wall`` (the wall time of all jobs) and ``total``; each adapter's own seconds (and whether it came from the
+cache) are under ``training``.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
-import subprocess
 import time
-import warnings
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adamergex.errors import ConfigError, OutputExistsError, UnknownNameError
 
 from adamergex.tasks.world import LANGUAGES, WorldTask
 from adamergex.tasks.world.model import PRESETS
 
-from . import _jobs
-from ._checks import reference_check
 from ._report import markdown
 
-__all__ = ["OUTPUT_FILES", "RECIPES", "DemoConfig", "Recipe", "markdown", "run_demo"]
+if TYPE_CHECKING:
+    from .ablate import AblationConfig, AdapterJob
+
+__all__ = ["OUTPUT_FILES", "RECIPES", "RUN_DIR", "DemoConfig", "Recipe", "ablation_config", "markdown", "run_demo"]
 
 OUTPUT_FILES = ("results.json", "results.md", "results.png")
+RUN_DIR = "run"
+"""The runner's run directory inside the output (``config.yaml``, ``run.json``, ``results.jsonl``)."""
+_RUN_FILES = ("config.yaml", "run.json", "results.jsonl")
+"""What the runner writes into the run directory (and ``--overwrite`` removes)."""
+_RUN_ENTRIES = (*_RUN_FILES, ".lock", ".config.yaml.tmp", "report")
+"""What a demo run directory may hold: the run files, the runner's lock and temporary, ``adamergex report``'s
+folder."""
 ADAPTER_TYPES = ("lora", "ia3")
 """The adapter types the demo trains by default (its time targets are for these two)."""
 UPPER = "upper_bound"
@@ -84,7 +88,8 @@ class Recipe:
     })
     """PEFT options per adapter type (the keys are the types the demo can train: ``--adapters``)."""
     task_options: dict[str, Any] = field(default_factory=lambda: {"difficulty": "simple"})
-    """Field overrides of the world task (``world_nli`` is trained at ``difficulty="simple"``)."""
+    """Field overrides of the world task (``world_nli`` is trained at ``difficulty="simple"``); those the chosen
+    task lacks (``difficulty`` for world_arith and world_qa) are not passed to it."""
     reference_options: dict[str, Any] = field(default_factory=dict)
     """Field overrides of ``world_reference`` (for the reference adapters)."""
     eval_batch_size: int = 64
@@ -121,15 +126,20 @@ class DemoConfig:
     size: str = "default"
     """Base model and recipe size: default, or tiny (seconds; for tests)."""
     output: str = "demo-results"
-    """Output directory for results.json, results.md and results.png."""
+    """Output directory for results.json, results.md and results.png, and run/ (the runner's rows: a run killed
+    before writing its results resumes from them)."""
     overwrite: bool = False
-    """Replace results already in the output directory."""
+    """Replace results already in the output directory (every cell is scored again; the adapters still come
+    from the adapter cache)."""
     adapters: tuple[str, ...] = ADAPTER_TYPES
     """Adapter types to train (comma-separated): lora, ia3, dora, loha, lokr."""
     world_seed: int = 0
     """Seed of the world and its languages (also keys the cached base model)."""
     cache_dir: str | None = None
     """Cache root for the base model (default: $ADAMERGEX_CACHE or ~/.cache/adamergex)."""
+    adapter_cache: str | None = None
+    """Adapter cache directory, shared with `adamergex ablate` (default: $ADAMERGEX_ADAPTER_CACHE, else adapters/
+    under the cache root)."""
     workers: int | None = None
     """Processes that train, merge and evaluate adapters in parallel (default: the usable CPU cores; 1 runs
     every job in this process). Results do not depend on it: every job is seeded."""
@@ -165,16 +175,89 @@ class DemoConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
 
 
-# -- running -----------------------------------------------------------------------------------------------------
-def _check_output(path: Path, overwrite: bool, cache_dir: str | None) -> None:
-    """The demo writes only :data:`OUTPUT_FILES` into ``path``; it replaces them only when they are a previous
-    demo's (``results.json`` holds a demo record), and never writes into the base model's cache (issue #12)."""
+# -- the ablation config ---------------------------------------------------------------------------------------
+def _train_recipe(steps: int, lr: float, batch_size: int, group_by_length: int, reference: bool,
+                  val_limit: int | None) -> dict[str, Any]:
+    """One role's training recipe (``TrainRecipe`` fields): linear decay after a warm-up of 5% of the steps;
+    reference adapters warn instead of retrying when their loss stalls (the base model was pretrained on this very
+    text, so it falls little: the held-out check reports it) and are validated before training and every quarter
+    of their steps (the held-out curve, and whether it converged)."""
+    recipe: dict[str, Any] = {"max_steps": steps, "lr": lr, "batch_size": batch_size,
+                              "warmup_steps": max(1, steps // 20)}
+    if group_by_length:
+        recipe["group_by_length"] = group_by_length
+    if reference:
+        recipe["on_stall"] = "warn"
+        if val_limit is not None:
+            recipe.update(val_split="validation", val_limit=val_limit, val_at_start=True,
+                          val_every=max(1, steps // 4))
+    return recipe
+
+
+def _primary_metric(task: Any) -> str:
+    """The metric the demo reports: accuracy, else exact match, else the first the task reports."""
+    from adamergex.evaluation import metric_names
+
+    names = metric_names(task)
+    return next((n for n in ("accuracy", "exact_match", "numeric_exact_match") if n in names), names[0])
+
+
+def ablation_config(cfg: DemoConfig) -> tuple[AblationConfig, dict[str, Any]]:
+    """The ablation grid the demo runs, as ``(config, its raw mapping)`` (the mapping is what the run directory's
+    ``config.yaml`` holds and what its config hash is taken of).
+
+    It is ``benchmarks/ablations/world.yaml`` with ``targets: [cfg.target]``, ``seeds``, ``model.world:
+    cfg.size`` and the :data:`RECIPES` entry of that size, except: ``name`` is ``demo``; ``strategies`` are
+    every registered strategy at its defaults (no second AdaMergeX ``t``, no tuned cell); ``evaluation.metric``
+    is the task's primary one; ``adapters`` are the ``--adapters`` types. ``world_seed`` enters the task and
+    reference options only when it is not 0, so that a default demo's adapters have the cache keys of ``adamergex ablate
+    world.yaml``'s (one adapter cache serves both).
+    """
+    from adamergex.registry import STRATEGIES, TASKS
+    from adamergex.task import get_task
+
+    from .ablate import parse_config
+
+    recipe = RECIPES[cfg.size]
+    seed_option = {"world_seed": cfg.world_seed} if cfg.world_seed else {}
+    fields = {f.name for f in dataclasses.fields(TASKS.get(cfg.task))}
+    task_options = {**seed_option, **{k: v for k, v in recipe.task_options.items() if k in fields}}
+    task = get_task(cfg.task, **task_options)
+    adapters = [{
+        "type": kind,
+        "options": recipe.adapter_options[kind],
+        "task": _train_recipe(recipe.task_steps, recipe.lr[kind], recipe.batch_size, recipe.group_by_length,
+                              False, None),
+        "reference": _train_recipe(recipe.ref_steps, recipe.ref_lr[kind], recipe.ref_batch_size, 0, True,
+                                   recipe.ref_val_limit),
+    } for kind in cfg.adapters]
+    raw: dict[str, Any] = {
+        "name": "demo",
+        "model": {"world": cfg.size, "world_seed": cfg.world_seed},
+        "task": {"name": cfg.task, "options": task_options},
+        "reference": {"name": "world_reference", "options": {**seed_option, **recipe.reference_options}},
+        "source": task.source_language,
+        "targets": [cfg.target],
+        "seeds": list(cfg.seeds),
+        "adapters": adapters,
+        "strategies": STRATEGIES.names(),
+        "evaluation": {"split": "test", "metric": _primary_metric(task), "batch_size": recipe.eval_batch_size},
+        "baselines": ["source_only", UPPER],
+    }
+    raw = json.loads(json.dumps(raw))  # plain lists and dicts, as a YAML file gives (config.yaml, the config hash)
+    return parse_config(raw), raw
+
+
+# -- the output directory ----------------------------------------------------------------------------------------
+def _check_output(path: Path, overwrite: bool, caches: dict[str, str | None]) -> None:
+    """The demo writes only :data:`OUTPUT_FILES` and :data:`RUN_DIR` into ``path``; it replaces them only when they
+    are a previous demo's (``results.json`` holds a demo record, ``run/`` holds only run files), and never writes
+    into a cache (issue #12)."""
     from adamergex._outputs import check_apart
 
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--output {path} is a file; it must be a directory (or not exist yet)")
-    if cache_dir:
-        check_apart(path, {"--cache-dir": cache_dir}, inside_only=True)
+    check_apart(path, caches, inside_only=True)
     existing = [name for name in OUTPUT_FILES if (path / name).exists()]
     if existing and not overwrite:
         raise OutputExistsError(
@@ -184,6 +267,12 @@ def _check_output(path: Path, overwrite: bool, cache_dir: str | None) -> None:
         raise OutputExistsError(
             f"--output {path} is not a previous adamergex demo output (its {', '.join(existing)} hold no demo "
             "record); --overwrite replaces only the demo's own results. Remove them yourself or pick another --output"
+        )
+    run = path / RUN_DIR
+    if run.exists() and (not run.is_dir() or any(p.name not in _RUN_ENTRIES for p in run.iterdir())):
+        raise OutputExistsError(
+            f"--output {path}: {run} is not a demo run directory (it holds files other than "
+            f"{', '.join(_RUN_FILES)} and report/); remove it yourself or pick another --output"
         )
 
 
@@ -195,131 +284,49 @@ def _is_demo_record(path: Path) -> bool:
     return isinstance(data, dict) and {"config", "summary", "per_seed"} <= set(data)
 
 
-def _git_sha() -> str | None:
+def _fresh_run_dir(run: Path, raw: dict[str, Any], overwrite: bool) -> None:
+    """Empty ``run`` with ``overwrite``; else keep it only if it holds a run of these options (resumed: its
+    finished cells are not scored again)."""
+    from .ablate import config_hash
+    from .ablate._results import run_lock
+
+    if not run.is_dir():
+        return
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _primary(scores: dict[str, float]) -> tuple[str, float]:
-    for name in ("accuracy", "exact_match", "numeric_exact_match"):
-        if name in scores:
-            return name, scores[name]
-    name = sorted(scores)[0]
-    return name, scores[name]
-
-
-@dataclass
-class _Context:
-    """What every job reads: the options, the recipe, the base model and tokenizer, the task and the reference."""
-
-    cfg: DemoConfig
-    recipe: Recipe
-    model: Any
-    tokenizer: Any
-    task: Any
-    reference: Any
-
-
-def _make_context(cfg: DemoConfig, model: Any, tokenizer: Any) -> _Context:
-    from adamergex.task import get_task
-
-    recipe = RECIPES[cfg.size]
-    return _Context(cfg=cfg, recipe=recipe, model=model, tokenizer=tokenizer,
-                    task=get_task(cfg.task, world_seed=cfg.world_seed, **recipe.task_options),
-                    reference=get_task("world_reference", world_seed=cfg.world_seed, **recipe.reference_options))
-
-
-def _spawned_context(cfg: DemoConfig) -> _Context:
-    """A spawned worker's context: the base model the parent built or checked, read from the cache."""
-    from adamergex.tasks.world.model import load_base_model
-
-    base = load_base_model(cfg.size, cache_dir=cfg.cache_dir, progress=False, world_seed=cfg.world_seed,
-                           rebuild="never")
-    return _make_context(cfg, base.model, base.tokenizer)
-
-
-def _train_job(kind: str, seed: int, role: str) -> tuple[bytes, float]:
-    """Train one adapter of the demo; returns it as :meth:`AdapterState.to_bytes` and the seconds it took."""
-    from adamergex.training import train_adapter
-
-    ctx: _Context = _jobs.context()
-    started = time.perf_counter()
-    recipe, is_ref = ctx.recipe, role.startswith("ref")
-    language = ctx.cfg.target if role in ("ref_target", UPPER) else ctx.task.source_language
-    steps = recipe.ref_steps if is_ref else recipe.task_steps
-    with warnings.catch_warnings():
-        # Lightning's own deprecation chatter, and the stall warning of reference adapters: the base model was
-        # pretrained on this very text, so their loss falls little (recorded in results.json, not hidden).
-        warnings.filterwarnings("ignore", message=r".*(LeafSpec|training loss did not).*")
-        state = train_adapter(
-            copy.deepcopy(ctx.model), ctx.tokenizer, ctx.reference if is_ref else ctx.task, language, adapter=kind,
-            adapter_options=recipe.adapter_options[kind], max_steps=steps,
-            lr=(recipe.ref_lr if is_ref else recipe.lr)[kind],
-            batch_size=recipe.ref_batch_size if is_ref else recipe.batch_size, seed=seed, scheduler="linear",
-            group_by_length=0 if is_ref else recipe.group_by_length,
-            warmup_steps=max(1, steps // 20), on_stall="warn" if is_ref else "retry",
-            **({"val_split": "validation", "val_limit": recipe.ref_val_limit, "val_at_start": True,
-                "val_every": max(1, steps // 4)}
-               if is_ref and recipe.ref_val_limit is not None else {}),
+        recorded = json.loads((run / "run.json").read_text(encoding="utf-8")).get("config_hash")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        recorded = None
+    if not overwrite and recorded not in (None, config_hash(raw)):
+        raise OutputExistsError(
+            f"--output {run.parent} holds an unfinished demo run of other options ({run}); pass --overwrite to "
+            "replace it, or pick another --output"
         )
-    return state.to_bytes(), time.perf_counter() - started
+    if overwrite or recorded is None:
+        with run_lock(run):  # refused while another demo runs on this output
+            for name in _RUN_FILES:
+                (run / name).unlink(missing_ok=True)
 
 
-def _evaluate_job(
-    kind: str, seed: int, blobs: dict[str, bytes]
-) -> tuple[dict[str, tuple[str, float]], dict[str, str], dict[str, str], float]:
-    """Apply every registered strategy to one seed's adapters and score each result (and the upper bound) on the
-    target language's test split.
+def _adapter_cache_dir(cfg: DemoConfig) -> Path:
+    """``--adapter-cache``, else $ADAMERGEX_ADAPTER_CACHE, else ``adapters/`` under the base model's cache root."""
+    import os
 
-    Returns ``{row: (metric, value)}``, ``{row: earlier row}`` for merges bit-identical to an earlier row's (scored
-    once: e.g. ``structure_adaptive`` at its default weights is ``adamergex`` at ``t = 1``), ``{row: error}`` for
-    strategies that refused these adapters (e.g. a log-space merge of (IA)³ vectors with negative entries: the
-    row is reported as not applicable, the others still run), and the seconds taken.
-    """
-    from adamergex.adapter_state import AdapterState
-    from adamergex.errors import FrameworkError
-    from adamergex.evaluation import evaluate
-    from adamergex.registry import STRATEGIES
+    from .ablate import default_cache_dir
 
-    ctx: _Context = _jobs.context()
-    started = time.perf_counter()
-    adapters = {role: AdapterState.from_bytes(blob) for role, blob in blobs.items()}
-    scores: dict[str, tuple[str, float]] = {}
-    same_as: dict[str, str] = {}
-    failed: dict[str, str] = {}
-    scored: dict[str, str] = {}  # fingerprint of a scored adapter -> its row
-    for row in [*STRATEGIES.names(), UPPER]:
-        if row == UPPER:
-            adapter: Any = adapters[UPPER]
-        else:
-            strategy = STRATEGIES.get(row)
-            try:
-                adapter = strategy(strategy.select(adapters), None)
-            except FrameworkError as exc:
-                failed[row] = f"{type(exc).__name__}: {exc}"
-                continue
-        fingerprint = adapter.fingerprint() if isinstance(adapter, AdapterState) else None
-        if fingerprint in scored:
-            same_as[row] = scored[fingerprint]
-            scores[row] = scores[same_as[row]]
-            continue
-        result = evaluate(ctx.model, ctx.tokenizer, ctx.task, [ctx.cfg.target], adapter=adapter, split="test",
-                          batch_size=ctx.recipe.eval_batch_size, progress=False)
-        scores[row] = _primary(result.scores[ctx.cfg.target])
-        if fingerprint is not None:
-            scored[fingerprint] = row
-    return scores, same_as, failed, time.perf_counter() - started
+    if cfg.adapter_cache:
+        return Path(cfg.adapter_cache).expanduser()
+    if cfg.cache_dir and not os.environ.get("ADAMERGEX_ADAPTER_CACHE"):
+        return Path(cfg.cache_dir).expanduser() / "adapters"
+    return default_cache_dir()
 
 
+# -- running -----------------------------------------------------------------------------------------------------
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo described by ``cfg`` and write its outputs; returns the content of ``results.json``.
 
-    The adapters are trained, merged and scored by ``cfg.workers`` processes (see :mod:`._jobs`); every job is
-    seeded, so the results do not depend on how many ran at once.
+    The adapters are trained, merged and scored by ``cfg.workers`` processes
+    (:func:`~adamergex.recipes.ablate.run_pool`); every training is seeded, so the results do not depend on how
+    many ran at once.
 
     Raises:
         OutputExistsError: the output directory already holds results and ``cfg.overwrite`` is false.
@@ -327,116 +334,98 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         WorldCacheError: the cached base model cannot be used or rebuilt.
     """
     import torch
-    from tqdm.auto import tqdm
 
-    from adamergex.adapter_state import AdapterState
-    from adamergex.registry import STRATEGIES
-
-    from adamergex.tasks.world.model import load_base_model
-
-    from . import _report
+    from . import _jobs, _report
+    from .ablate import AdapterCache, Session, adapter_jobs, cells, run_pool
 
     out = Path(cfg.output)
-    _check_output(out, cfg.overwrite, cfg.cache_dir)
-    roles = ("task", UPPER, "ref_source", "ref_target")  # longest jobs first, for the pool's sake
-    jobs = [(kind, seed, role) for role in roles for kind in cfg.adapters for seed in cfg.seeds]
+    acfg, raw = ablation_config(cfg)
+    cache = AdapterCache(_adapter_cache_dir(cfg))
+    _check_output(out, cfg.overwrite, {"--cache-dir": cfg.cache_dir, "--adapter-cache": str(cache.root)})
+    run = out / RUN_DIR
+    _fresh_run_dir(run, raw, cfg.overwrite)
+    jobs = adapter_jobs(acfg, cells(acfg))
     workers = min(cfg.workers or _jobs.default_workers(), len(jobs))
     threads = cfg.threads if cfg.threads is not None else (1 if workers > 1 else None)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
-    timings: dict[str, float] = {}
+    session = Session(acfg, cache, progress=cfg.progress, model_cache=cfg.cache_dir)
+    session.base_identity()  # loads (or builds) the base model
+    base_seconds = time.perf_counter() - started
+    summary = run_pool(session, raw, run, workers=workers, threads=threads, progress=cfg.progress)
+    record = _record(cfg, acfg, session, run, summary)
+    record["workers"] = {"processes": workers, "threads_each": threads}
+    trained = sum(a["trained"] for a in summary["adapters"].values())
+    record["adapter_cache"] = {"dir": str(cache.root), "trained": trained,
+                               "from_cache": len(summary["adapters"]) - trained}
+    record["run_dir"] = str(run)
+    seconds = {"base_model": base_seconds, **summary["seconds"], "total": time.perf_counter() - started}
+    record["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    _report.write(out, record)
+    return record
 
-    base = load_base_model(cfg.size, cache_dir=cfg.cache_dir, progress=cfg.progress, world_seed=cfg.world_seed)
-    timings["base_model"] = time.perf_counter() - started
-    ctx = _make_context(cfg, base.model, base.tokenizer)
-    strategies = STRATEGIES.names()
-    rows = [*strategies, UPPER]
-    per_seed: dict[str, dict[str, list[float]]] = {kind: {row: [] for row in rows} for kind in cfg.adapters}
-    by_seed: dict[tuple[str, int], dict[str, tuple[str, float]]] = {}
-    blobs: dict[tuple[str, int, str], bytes] = {}
-    job_seconds: dict[tuple[str, int, str], float] = {}
-    identical: dict[str, dict[str, str]] = {}
+
+def _demo_role(job: AdapterJob, source: str) -> str:
+    """The demo's name of an adapter job's role: task, upper_bound, ref_source or ref_target."""
+    if job.role == "task":
+        return "task" if job.language == source else UPPER
+    return "ref_source" if job.language == source else "ref_target"
+
+
+def _record(cfg: DemoConfig, acfg: AblationConfig, session: Any, run: Path,
+            summary: dict[str, Any]) -> dict[str, Any]:
+    """``results.json`` (less workers, cache and seconds) from the run directory's rows and the adapters."""
+    from adamergex.io import read_json
+
+    from . import _report
+    from .ablate import adapter_jobs, cells, read_rows
+
+    grid = cells(acfg)
+    rows = read_rows(run)
+    labels = [label for label, *_ in acfg.strategy_settings()] + [UPPER]
+    per_seed: dict[str, dict[str, list[float]]] = {kind: {label: [] for label in labels} for kind in cfg.adapters}
     failed: dict[str, dict[str, str]] = {}
-    timings["training"] = timings["merging_and_evaluation"] = 0.0
-    t0 = time.perf_counter()
-    with _jobs.job_pool(ctx, workers=workers, threads=threads, build=_spawned_context, build_args=(cfg,)) as pool, \
-            tqdm(total=len(jobs), desc="training adapters", disable=not cfg.progress) as train_bar, \
-            tqdm(total=len(cfg.adapters) * len(cfg.seeds) * len(rows), desc="merging and evaluating",
-                 disable=not cfg.progress) as eval_bar:
-        pending: dict[Future[Any], tuple[str, Any]] = {pool.submit(_train_job, *job): ("train", job) for job in jobs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                what, key = pending.pop(future)
-                if what == "train":
-                    blobs[key], seconds = future.result()
-                    job_seconds[key] = seconds
-                    timings["training"] += seconds
-                    train_bar.update()
-                    kind, seed, _ = key
-                    if all((kind, seed, r) in blobs for r in roles):  # this seed's adapters are all there
-                        evaluation = pool.submit(_evaluate_job, kind, seed, {r: blobs[(kind, seed, r)] for r in roles})
-                        pending[evaluation] = ("evaluate", (kind, seed))
-                else:
-                    by_seed[key], same_as, refused, seconds = future.result()
-                    if same_as:
-                        identical[f"{key[0]}/seed{key[1]}"] = same_as
-                    if refused:
-                        failed[f"{key[0]}/seed{key[1]}"] = refused
-                    timings["merging_and_evaluation"] += seconds
-                    eval_bar.update(len(rows))
-    timings["jobs_wall"] = time.perf_counter() - t0
-    metric_name = ""
-    for kind in cfg.adapters:
-        for seed in cfg.seeds:
-            for row in rows:
-                if row in by_seed[(kind, seed)]:
-                    metric_name, value = by_seed[(kind, seed)][row]
-                    per_seed[kind][row].append(value)
-        for row in rows:  # a row refused on some seed is not applicable to this type: no mean over fewer seeds
-            if len(per_seed[kind][row]) < len(cfg.seeds):
-                del per_seed[kind][row]
-
-    adapters = {key: AdapterState.from_bytes(blob) for key, blob in blobs.items()}
-    training = {
-        f"{kind}/seed{seed}/{role}": {
-            **{k: v for k, v in adapters[(kind, seed, role)].metadata["training"]["attempts"][-1].items()
-               if k in ("lr", "steps", "stalled", "initial_loss", "final_loss")},
-            "seconds": round(job_seconds[(kind, seed, role)], 2),
-            **({} if not role.startswith("ref") else {
-                k: v for k, v in zip(("held_out_loss_start", "held_out_loss_end", "held_out_fell"),
-                                     reference_check(adapters[(kind, seed, role)]).values())}),
-        }
-        for kind in cfg.adapters for seed in cfg.seeds for role in ("task", "ref_source", "ref_target", UPPER)
-    }
-    task = ctx.task
-    source = task.source_language
-    results = _report.summarise(
-        per_seed, baseline="source_only" if "source_only" in strategies else None, upper=UPPER,
-    )
-    timings["total"] = time.perf_counter() - started
-    record = {
+    metric = acfg.evaluation.metric
+    for cell in grid:
+        row = rows[cell.id]
+        if row["status"] == "ok":
+            per_seed[cell.adapter][cell.label].append(row["value"])
+        else:
+            failed.setdefault(f"{cell.adapter}/seed{cell.seed}", {})[cell.label] = row["error"]
+    for kind in cfg.adapters:  # a row refused on some seed is not applicable to this type: no mean over fewer seeds
+        for label in labels:
+            if len(per_seed[kind][label]) < len(cfg.seeds):
+                del per_seed[kind][label]
+    training = {}
+    for job in adapter_jobs(acfg, grid):
+        info = summary["adapters"][job.name]
+        entry = {k: v for k, v in info["attempt"].items()
+                 if k in ("lr", "steps", "stalled", "initial_loss", "final_loss")}
+        entry.update(seconds=round(info["seconds"], 2), cached=not info["trained"], key=info["key"])
+        check = info["reference_check"]
+        if check is not None:
+            entry.update(held_out_loss_start=check["val_loss_start"], held_out_loss_end=check["val_loss_end"],
+                         held_out_fell=check["fell"], held_out_converged=check["converged"])
+        training[f"{job.adapter}/seed{job.seed}/{_demo_role(job, acfg.source)}"] = entry
+    task, base = session.task, session.world_base
+    strategies = [label for label in labels if label != UPPER]
+    return {
         "config": {**dataclasses.asdict(cfg), "seeds": list(cfg.seeds), "adapters": list(cfg.adapters)},
-        "recipe": dataclasses.asdict(ctx.recipe),
-        "git_sha": _git_sha(),
+        "recipe": dataclasses.asdict(RECIPES[cfg.size]),
+        "git_sha": read_json(run / "run.json").get("git_commit"),
         "task": task.name,
         "task_settings": json.loads(json.dumps(dataclasses.asdict(task), default=str)),
-        "source_language": source,
+        "source_language": acfg.source,
         "target_language": cfg.target,
-        "split": "test",
-        "metric": metric_name,
-        "chance": task.chance(cfg.target, "test"),
+        "split": acfg.evaluation.split,
+        "metric": metric,
+        "chance": task.chance(cfg.target, acfg.evaluation.split),
         "base_model": {"path": str(base.path), "config_hash": base.config.config_hash(),
                        "config": base.config.to_dict(), "built_now": base.built},
         "strategies": strategies,
         "per_seed": per_seed,
         "training": training,
-        "identical_merges": identical,
         "not_applicable": failed,
-        "summary": results,
-        "workers": {"processes": workers, "threads_each": threads},
-        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "summary": _report.summarise(per_seed, [rows[c.id] for c in grid], target=cfg.target),
     }
-    _report.write(out, record)
-    return record

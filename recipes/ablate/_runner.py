@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from adamergex.errors import ConfigError, OutputExistsError
 
@@ -80,10 +80,20 @@ def _torch_dtype(name: str) -> Any:
 class Session:
     """One process's models, head and cache for a config (loaded lazily, once)."""
 
-    def __init__(self, cfg: AblationConfig, cache: AdapterCache, *, progress: bool = False) -> None:
+    def __init__(self, cfg: AblationConfig, cache: AdapterCache, *, progress: bool = False,
+                 model_cache: str | os.PathLike[str] | None = None,
+                 rebuild: Literal["auto", "never"] = "auto") -> None:
+        """``model_cache`` and ``rebuild`` concern a world base model: its cache root (default
+        :func:`~adamergex.tasks.world.model.cache_root`), and whether a missing one is built (``never``: a
+        process that must only read what another built)."""
         self.cfg = cfg
         self.cache = cache
         self.progress = progress
+        self.model_cache = None if model_cache is None else str(model_cache)
+        self.rebuild: Literal["auto", "never"] = rebuild
+        self.world_base: Any = None
+        """The world base model as loaded (:class:`~adamergex.tasks.world.model.BaseModel`: path, config, whether
+        it was built now); ``None`` before loading or for other models."""
         self._models: dict[str, tuple[Any, Any, list[str]]] = {}
         self._base: dict[str, Any] | None = None
         self._head: tuple[Any, str | None] | None = None
@@ -100,7 +110,10 @@ class Session:
             if m.world is not None:
                 from adamergex.tasks.world.model import load_base_model
 
-                base = load_base_model(m.world, progress=self.progress, world_seed=m.world_seed)
+                base = load_base_model(m.world, cache_dir=self.model_cache, rebuild=self.rebuild,
+                                       progress=self.progress, world_seed=m.world_seed)
+                if self.world_base is None:  # a reload after a failed attach is not a build
+                    self.world_base = base
                 model = base.model.to(_torch_dtype(m.dtype))
                 self._models = {"task": (model, base.tokenizer, []), "reference": (model, base.tokenizer, [])}
             else:
@@ -118,9 +131,10 @@ class Session:
         if self._base is None:
             m = self.cfg.model
             if m.world is not None:
-                from adamergex.tasks.world.model import get_config, load_base_model
+                from adamergex.tasks.world.model import get_config
 
-                path = load_base_model(m.world, progress=self.progress, world_seed=m.world_seed).path
+                self._load("task")
+                path = self.world_base.path
                 ident: dict[str, Any] = {"world": get_config(m.world, world_seed=m.world_seed).config_hash(),
                                          "files": model_identity(path)}
             elif m.is_local:

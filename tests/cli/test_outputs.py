@@ -109,6 +109,18 @@ def test_demo_overwrite_replaces_only_demo_results(tmp_path: Path, capsys: pytes
     (tmp_path / "file").write_text("x")
     assert main(["demo", "--size", "tiny", "--output", str(tmp_path / "file"), "--no-progress"]) == 2
     assert "is a file; it must be a directory" in capsys.readouterr().err
+    # OUTPUT/run is the runner's run directory: a folder of the user's there is never replaced
+    (tmp_path / "mine" / "run").mkdir(parents=True)
+    (tmp_path / "mine" / "run" / "notes.txt").write_text("x")
+    assert main(["demo", "--size", "tiny", "--output", str(tmp_path / "mine"), "--overwrite", "--no-progress"]) == 2
+    assert "is not a demo run directory" in one_line(capsys.readouterr().err)
+    assert (tmp_path / "mine" / "run" / "notes.txt").read_text() == "x"
+    # an unfinished run of other options is resumed by nothing and replaced only with --overwrite
+    (tmp_path / "other" / "run").mkdir(parents=True)
+    (tmp_path / "other" / "run" / "run.json").write_text('{"config_hash": "0000000000000000"}')
+    assert main(["demo", "--size", "tiny", "--output", str(tmp_path / "other"), "--no-progress"]) == 2
+    assert "unfinished demo run of other options" in one_line(capsys.readouterr().err)
+    assert sorted(p.name for p in (tmp_path / "other" / "run").iterdir()) == ["run.json"]
 
 
 # -- item 9: temporaries ---------------------------------------------------------------------------------------
