@@ -6,7 +6,10 @@ pretrained), then with that base model cached ``--repeats`` times each with ``--
 job in one process, torch's own thread count) and with the default pool, interleaved, each into an empty adapter
 cache of its own (``--adapter-cache``: every adapter is trained, as the "cached" target means), and last a rerun
 of the first output whose adapters all come from the adapter cache. Prints the wall times, the ratio baseline ÷
-pool (medians), the targets, and checks that every route gave the same scores.
+pool (medians), the targets, and checks that every pool route (one torch thread per training) gave the same
+scores; the one-process baseline trains with torch's thread count (2 here), whose float reductions round
+differently, so its scores are compared and printed but not required to match (the tests compare one worker and
+two at one thread each: tests/recipes/test_demo.py).
 
 Run: ``python benchmarks/demo_time.py`` (about 5 minutes on a 2-core CPU). Goal (issue #4): the default demo in at
 most 5 minutes from an empty cache and at most 1 minute with the base model cached, on a 2-core CPU.
@@ -64,14 +67,15 @@ def main() -> None:
     print(f"ratio one process / pool (medians): {one / pool:.2f}; cached target ≤ {TARGETS['cached']:.0f} s: "
           f"{'met' if pool <= TARGETS['cached'] else 'missed'} by the pool's median")
     print(f"rerun, every adapter from the adapter cache (pool): {rerun:.1f} s")
-    same = all(s == scores["empty_cache"] for s in scores.values())
-    print(f"same scores on every route: {same}")
+    same = all(scores[route] == scores["empty_cache"] for route in ("pool", "rerun"))
+    print(f"same scores on every pool route: {same}; one process (torch's threads) the same too: "
+          f"{scores['one_process'] == scores['empty_cache']}")
     print(json.dumps({"benchmark": "demo_time", "cpus": os.cpu_count(), "empty_cache_s": round(empty, 2),
                       "cached_s": {k: [round(v, 2) for v in vs] for k, vs in times.items()},
                       "rerun_adapters_cached_s": round(rerun, 2),
                       "ratio_one_process_over_pool": round(one / pool, 3), "same_scores": same}))
     if not same:
-        raise SystemExit("the routes gave different scores")
+        raise SystemExit("the pool routes gave different scores")
 
 
 if __name__ == "__main__":
