@@ -142,7 +142,8 @@ class DemoConfig:
     under the cache root)."""
     workers: int | None = None
     """Processes that train, merge and evaluate adapters in parallel (default: the usable CPU cores; 1 runs
-    every job in this process). Results do not depend on it: every job is seeded."""
+    every job in this process). Results do not depend on it at equal --threads (every job is seeded); one process
+    at torch's default thread count rounds differently from workers at one thread each."""
     threads: int | None = None
     """Torch CPU threads of this process and of each worker (default: torch's choice for this process, 1 per
     worker when there are several)."""
